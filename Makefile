@@ -1,0 +1,121 @@
+# cynic.cluster — every set-up step is here, so that a fresh Debian 12 machine (as root) needs
+# only `make lab` or `make test`. Each step is skipped when already done.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+CACHE       := .cache
+IMAGE       := cynic-lab/debian12:latest
+WHEELHOUSE  := $(CACHE)/wheelhouse
+STANDINS    := $(CACHE)/standins
+COLLECTIONS := $(CACHE)/collections
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
+export ANSIBLE_INJECT_FACT_VARS := false
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help
+help:
+	@echo "make lab        deploy the whole cluster into local containers and print where it answers"
+	@echo "make lab-down   remove the lab containers"
+	@echo "make test       lint, sanity, unit/integration tests, galaxy build+install, molecule"
+	@echo "make bench-node / make bench   benchmarks that write reports/"
+
+# --- set-up ------------------------------------------------------------------------------------
+$(VENV)/.installed: requirements/controller.txt
+	@command -v python3 >/dev/null || { apt-get update -q && apt-get install -y -q python3 python3-venv; }
+	@test -x $(PY) || python3 -m venv $(VENV) || { apt-get update -q && apt-get install -y -q python3-venv && python3 -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements/controller.txt
+	$(BIN)/pip install -q --no-deps -e cynic_node
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed $(COLLECTIONS)/ansible_collections/cynic/cluster
+
+# Ansible finds this checkout as the collection cynic.cluster through a link.
+$(COLLECTIONS)/ansible_collections/cynic/cluster:
+	mkdir -p $(COLLECTIONS)/ansible_collections/cynic
+	ln -sfn $(CURDIR) $@
+
+.PHONY: docker
+docker:
+	@scripts/ensure-docker.sh
+
+.PHONY: image
+image: docker
+	@scripts/build-image.sh $(IMAGE)
+
+$(WHEELHOUSE)/.built: requirements/wheelhouse.txt $(VENV)/.installed
+	mkdir -p $(WHEELHOUSE)
+	$(BIN)/pip wheel -q -w $(WHEELHOUSE) -r requirements/wheelhouse.txt
+	touch $@
+
+.PHONY: wheelhouse
+wheelhouse: $(WHEELHOUSE)/.built
+
+# Release-shaped archives of the test stand-ins (tests/standins), checked by the roles exactly
+# like the official ones.
+STANDIN_SRC := $(shell find tests/standins -type f -not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
+$(STANDINS)/.built: $(STANDIN_SRC)
+	mkdir -p $(STANDINS)
+	tests/standins/surreal/package.sh $(STANDINS)
+	tests/standins/ollama/package.sh $(STANDINS)
+	touch $@
+
+.PHONY: standins
+standins: $(STANDINS)/.built
+
+.PHONY: setup
+setup: venv image wheelhouse standins
+
+# --- checks --------------------------------------------------------------------------------------
+.PHONY: lint
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check plugins tests tools cynic_node scripts
+	$(PY) scripts/check-argspecs.py
+
+.PHONY: sanity
+sanity: venv
+	scripts/sanity.sh
+
+.PHONY: unit
+unit: venv
+	$(PY) -m pytest -q tests/unit tests/standins cynic_node/tests
+
+.PHONY: galaxy
+galaxy: venv
+	rm -rf $(CACHE)/galaxy && mkdir -p $(CACHE)/galaxy/installed
+	$(BIN)/ansible-galaxy collection build --output-path $(CACHE)/galaxy .
+	$(BIN)/ansible-galaxy collection install --offline -p $(CACHE)/galaxy/installed $(CACHE)/galaxy/cynic-cluster-*.tar.gz
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(CACHE)/galaxy/installed $(BIN)/ansible-doc -t module cynic.cluster.cynic_stress >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(CACHE)/galaxy/installed $(BIN)/ansible-doc -t role cynic.cluster.surrealdb >/dev/null
+	@echo "galaxy: built and installed offline: $$(ls $(CACHE)/galaxy/*.tar.gz)"
+
+SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+.PHONY: molecule
+molecule: setup
+	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; $(BIN)/molecule test -s $$s || exit 1; done
+
+.PHONY: test
+test: lint sanity unit galaxy molecule
+	@echo "make test: all green"
+
+# --- the lab -------------------------------------------------------------------------------------
+.PHONY: lab
+lab: setup
+	scripts/lab.sh up
+
+.PHONY: lab-down
+lab-down:
+	scripts/lab.sh down
+
+# --- benchmarks (they write reports/, they assert nothing) --------------------------------------
+.PHONY: bench-node
+bench-node: setup
+	mkdir -p reports
+	$(PY) cynic_node/bench/bench_node.py --out reports/bench-node.md

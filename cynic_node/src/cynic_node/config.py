@@ -1,0 +1,98 @@
+"""Configuration, read once from the environment.
+
+Every setting has an environment variable so that the Ansible role (a systemd EnvironmentFile)
+and the tests configure the node the same way. Secrets (SURREAL_PASS) only ever come from the
+environment, never from a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the node cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= minimum:  # also rejects NaN
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_id: str = field(default_factory=socket.gethostname)
+    cynic_home: Path = field(default_factory=lambda: Path.home() / ".cynic")
+    surreal_url: str = "ws://127.0.0.1:8000/rpc"
+    # Empty user means "do not sign in" (an embedded or unauthenticated store).
+    surreal_user: str = ""
+    surreal_pass: str = field(default="", repr=False)
+    surreal_ns: str = "cynic"
+    surreal_db: str = "cynic"
+    # Connections to SurrealDB. One WebSocket already multiplexes concurrent calls; a second
+    # one lets the server work on two requests at once when it handles a socket serially.
+    surreal_pool_size: int = 2
+    store_timeout_s: float = 5.0
+    ollama_url: str = "http://127.0.0.1:11434"
+    model: str = "gemma2:2b"
+    llm_timeout_s: float = 60.0
+    max_body_bytes: int = 1024 * 1024
+    retry_after_s: int = 5
+    ws_ping_interval_s: float = 30.0
+    bench_routes: bool = False
+
+    @property
+    def journal_path(self) -> Path:
+        return self.cynic_home / "judgments.jsonl"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = env.get("CYNIC_HOME", "").strip()
+        return cls(
+            instance_id=env.get("INSTANCE_ID", "").strip() or socket.gethostname(),
+            cynic_home=Path(home) if home else Path.home() / ".cynic",
+            surreal_url=env.get("SURREAL_URL", "").strip() or cls.surreal_url,
+            surreal_user=env.get("SURREAL_USER", ""),
+            surreal_pass=env.get("SURREAL_PASS", ""),
+            surreal_ns=env.get("SURREAL_NS", "").strip() or cls.surreal_ns,
+            surreal_db=env.get("SURREAL_DB", "").strip() or cls.surreal_db,
+            surreal_pool_size=_int(env, "SURREAL_POOL_SIZE", cls.surreal_pool_size, 1),
+            store_timeout_s=_float(env, "CYNIC_STORE_TIMEOUT_S", cls.store_timeout_s, 0.01),
+            ollama_url=(env.get("OLLAMA_URL", "").strip() or cls.ollama_url).rstrip("/"),
+            model=env.get("CYNIC_MODEL", "").strip() or cls.model,
+            llm_timeout_s=_float(env, "CYNIC_LLM_TIMEOUT_S", cls.llm_timeout_s, 0.01),
+            max_body_bytes=_int(env, "CYNIC_MAX_BODY_BYTES", cls.max_body_bytes, 64),
+            retry_after_s=_int(env, "CYNIC_RETRY_AFTER_S", cls.retry_after_s, 1),
+            ws_ping_interval_s=_float(env, "CYNIC_WS_PING_S", cls.ws_ping_interval_s, 0.01),
+            bench_routes=_bool(env, "CYNIC_BENCH_ROUTES"),
+        )
