@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fail when a role's meta/argument_specs.yml keys differ from its defaults/main.yml keys."""
 from __future__ import annotations
 

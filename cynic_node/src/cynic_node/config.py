@@ -44,6 +44,15 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float) ->
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -56,6 +65,9 @@ class Settings:
     # Empty user means "do not sign in" (an embedded or unauthenticated store).
     surreal_user: str = ""
     surreal_pass: str = field(default="", repr=False)
+    # Where the user is defined: root (`surreal start --user`), namespace or database (a
+    # least-privilege user the deployment creates with DEFINE USER ... ON DATABASE).
+    surreal_auth_level: str = "root"
     surreal_ns: str = "cynic"
     surreal_db: str = "cynic"
     # Connections to SurrealDB. One WebSocket already multiplexes concurrent calls; a second
@@ -84,6 +96,9 @@ class Settings:
             surreal_url=env.get("SURREAL_URL", "").strip() or cls.surreal_url,
             surreal_user=env.get("SURREAL_USER", ""),
             surreal_pass=env.get("SURREAL_PASS", ""),
+            surreal_auth_level=_choice(
+                env, "SURREAL_AUTH_LEVEL", cls.surreal_auth_level, ("root", "namespace", "database")
+            ),
             surreal_ns=env.get("SURREAL_NS", "").strip() or cls.surreal_ns,
             surreal_db=env.get("SURREAL_DB", "").strip() or cls.surreal_db,
             surreal_pool_size=_int(env, "SURREAL_POOL_SIZE", cls.surreal_pool_size, 1),

@@ -74,9 +74,7 @@ def canonical_json(value: Any) -> str:
     )
 
 
-def cell_id(
-    content: Any, reality: str, analysis: str, context: str, time_dim: str | None
-) -> str:
+def cell_id(content: Any, reality: str, analysis: str, context: str, time_dim: str | None) -> str:
     """Hash of the canonical form of the cell: the same cell gives the same id on every node."""
     canonical = canonical_json([content, reality, analysis, context, time_dim])
     # 128 bits: collisions are out of reach, and the record id stays short.
@@ -98,9 +96,7 @@ def _enum(
         return default
     upper = value.strip().upper()
     if upper not in allowed:
-        errors.append(
-            (name, f"{value[:40]!r} is not one of {', '.join(allowed)}", "enum")
-        )
+        errors.append((name, f"{value[:40]!r} is not one of {', '.join(allowed)}", "enum"))
         return default
     return upper
 
@@ -111,7 +107,9 @@ def parse_judge_request(body: bytes) -> JudgeRequest:
         data = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         # UnicodeDecodeError and JSONDecodeError are ValueErrors; very deep nesting recurses.
-        raise RequestError([("body", f"body is not valid JSON: {str(exc)[:120]}", "json_invalid")])
+        raise RequestError(
+            [("body", f"body is not valid JSON: {str(exc)[:120]}", "json_invalid")]
+        ) from None
     if not isinstance(data, dict):
         raise RequestError([("body", "body must be a JSON object", "type_error")])
 
@@ -169,7 +167,9 @@ def parse_judge_request(body: bytes) -> JudgeRequest:
 
     if errors:
         raise RequestError(errors)
-    assert reality is not None and analysis is not None  # defaults are not None
+    # Both have non-None defaults; the asserts tell the type checker.
+    assert reality is not None
+    assert analysis is not None
     return JudgeRequest(
         content=content,
         content_text=content_text,

@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Benchmark one CYNIC node: POST /judge (judged and stored) against an empty endpoint.
+
+Starts a SurrealDB stand-in and one node (uvicorn, one worker, CYNIC_BENCH_ROUTES=1) on free
+loopback ports, then drives open-loop constant-rate load with aiohttp at rising rates. Request
+i is due at t0 + i/rate whether or not earlier ones have come back (open loop), and its latency
+is measured from that due time, not from when it was actually sent: a stalled server or a
+late generator shows up as latency (coordinated omission corrected). A rate holds when every
+request answered 200 and p99 <= 50 ms; the ladder for a target stops at its first failing rate,
+then tries one rate between the last pass and the first fail.
+
+Usage: .venv/bin/python cynic_node/bench/bench_node.py --out reports/bench-node.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+REPO = HERE.parent.parent
+STANDIN = REPO / "tests/standins/surreal/surreal"
+P99_LIMIT_MS = 50.0
+TIMEOUT_S = 5.0
+BENCH_PASS = "bench-only-password"  # a throwaway database in a temporary directory
+
+
+@dataclass
+class Step:
+    target: str
+    rate: int
+    planned: int
+    ok: int
+    errors: int
+    duration_s: float
+    latencies_ms: list[float]
+    error_kinds: dict[str, int]
+
+    def pct(self, p: float) -> float:
+        if not self.latencies_ms:
+            return math.inf
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, math.ceil(p / 100 * len(data)) - 1)]
+
+    @property
+    def passed(self) -> bool:
+        return self.errors == 0 and self.ok == self.planned and self.pct(99) <= P99_LIMIT_MS
+
+    @property
+    def achieved(self) -> float:
+        return self.ok / self.duration_s if self.duration_s else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback)
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {url}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def run_step(
+    session: aiohttp.ClientSession,
+    url: str,
+    target: str,
+    rate: int,
+    duration: float,
+    body_for: Any,
+) -> Step:
+    planned = int(rate * duration)
+    latencies: list[float] = []
+    error_kinds: dict[str, int] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(i: int, due_ns: int) -> None:
+        try:
+            async with session.post(url, data=body_for(i), headers=HEADERS) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    key = f"HTTP {resp.status}"
+                    error_kinds[key] = error_kinds.get(key, 0) + 1
+                    return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            key = type(exc).__name__
+            error_kinds[key] = error_kinds.get(key, 0) + 1
+            return
+        latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
+
+    interval_ns = 1e9 / rate
+    start_ns = time.perf_counter_ns()
+    i = 0
+    while i < planned:
+        now = time.perf_counter_ns()
+        # Fire everything that is due (a late wake-up sends a burst: open loop).
+        while i < planned and start_ns + i * interval_ns <= now:
+            due = int(start_ns + i * interval_ns)
+            tasks.append(asyncio.create_task(one(i, due)))
+            i += 1
+        if i < planned:
+            wait_s = (start_ns + i * interval_ns - time.perf_counter_ns()) / 1e9
+            await asyncio.sleep(max(0.0, wait_s))
+    await asyncio.gather(*tasks)
+    elapsed = (time.perf_counter_ns() - start_ns) / 1e9
+    return Step(target, rate, planned, len(latencies), sum(error_kinds.values()),
+                max(elapsed, duration), latencies, error_kinds)
+
+
+HEADERS = {"content-type": "application/json"}
+
+
+async def ladder(
+    base: str, target: str, path: str, rates: list[int], duration: float, counter: list[int],
+    deadline: float,
+) -> tuple[list[Step], int]:
+    """The steps, and how many warm-up requests answered 200."""
+    def judge_body(_: int) -> bytes:
+        counter[0] += 1  # unique content: every request is judged and stored
+        return json.dumps({"content": f"Test code {counter[0]}", "reality": "CODE",
+                           "analysis": "JUDGE", "budget_usd": 0.01}).encode()
+
+    empty = json.dumps({"content": "Test code 0", "reality": "CODE", "analysis": "JUDGE",
+                        "budget_usd": 0.01}).encode()
+
+    def empty_body(_: int) -> bytes:
+        return empty
+
+    body_for = judge_body if target == "judge" else empty_body
+    connector = aiohttp.TCPConnector(limit=512, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    steps: list[Step] = []
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # Warm-up, not reported: connections, imports, the first JIT-less slow paths.
+        warm = await run_step(session, base + path, target, 50, 2.0, body_for)
+        last_pass, first_fail = 0, 0
+        for rate in rates:
+            if time.monotonic() + duration > deadline:
+                print(f"  {target}: time budget reached, stopping the ladder", flush=True)
+                break
+            step = await run_step(session, base + path, target, rate, duration, body_for)
+            report_line(step)
+            steps.append(step)
+            await asyncio.sleep(1.0)
+            if step.passed:
+                last_pass = rate
+            else:
+                first_fail = rate
+                break
+        if last_pass and first_fail and time.monotonic() + duration <= deadline:
+            middle = int(math.sqrt(last_pass * first_fail))
+            if last_pass < middle < first_fail:
+                step = await run_step(session, base + path, target, middle, duration, body_for)
+                report_line(step)
+                steps.append(step)
+    return steps, warm.ok
+
+
+def report_line(s: Step) -> None:
+    print(
+        f"  {s.target:5} {s.rate:5d}/s sent {s.planned:6d} ok {s.ok:6d} err {s.errors:4d} "
+        f"p50 {s.pct(50):7.2f} p99 {s.pct(99):8.2f} max {s.pct(100):8.2f} ms "
+        f"{'PASS' if s.passed else 'FAIL'}",
+        flush=True,
+    )
+
+
+def best(steps: list[Step]) -> Step | None:
+    passing = [s for s in steps if s.passed]
+    return max(passing, key=lambda s: s.rate) if passing else None
+
+
+async def count_stored(ws_url: str) -> int:
+    from surrealdb import AsyncSurreal
+
+    db = AsyncSurreal(ws_url)
+    await db.connect(ws_url)
+    try:
+        await db.signin({"username": "root", "password": BENCH_PASS})
+        await db.use("cynic", "cynic")
+        rows = await db.query("SELECT count() AS n FROM judgment GROUP ALL")
+        return int(rows[0]["n"]) if rows else 0
+    finally:
+        await db.close()
+
+
+def machine() -> dict[str, str]:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def write_report(out: Path, judge: list[Step], empty: list[Step], info: dict[str, str],
+                 stored: int, ok_judged: int, duration: float) -> None:
+    bj, be = best(judge), best(empty)
+    ratio = (bj.rate / be.rate) if bj and be else 0.0
+    lines = [
+        "# CYNIC node benchmark",
+        "",
+        f"Generated by `cynic_node/bench/bench_node.py` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.",
+        "",
+        "## Result",
+        "",
+        "| endpoint | highest rate holding p99 <= 50 ms, no errors |",
+        "| --- | --- |",
+        f"| POST /judge (judged and stored) | {bj.rate if bj else 0} req/s |",
+        f"| POST /_bench/empty (same app, no work) | {be.rate if be else 0} req/s |",
+        "",
+        f"Ratio judged-and-stored / empty: **{ratio:.0%}** (target >= 40%: "
+        f"{'met' if ratio >= 0.4 else 'NOT met'}).",
+        "",
+        f"Stored check: {stored} judgment records in SurrealDB for {ok_judged} answers of 200 "
+        "to unique cells, warm-up included"
+        + (" (every answered judgment was stored)." if stored >= ok_judged else " (MISSING!)."),
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items()),
+        "- everything on this one machine: load generator, node, SurrealDB stand-in",
+        "",
+        "## How it was measured",
+        "",
+        "- One SurrealDB stand-in (`tests/standins/surreal/surreal`: the real SurrealDB engine "
+        "from the surrealdb-embedded wheel behind the server's /rpc WebSocket, surrealkv "
+        "storage on disk) and one node (`python -m cynic_node`, uvicorn, 1 worker, "
+        "`CYNIC_BENCH_ROUTES=1`), both on loopback, started fresh by the script.",
+        "- Load: aiohttp 3 client, one session, up to 512 keep-alive connections, open loop at "
+        f"a constant rate for {duration:g} s per step after a 2 s warm-up; rising rates; the "
+        "ladder stops at the first failing rate and then tries one rate between the last pass "
+        "and the first fail.",
+        "- Latency of each request is taken from its intended send time (t0 + i/rate), so a "
+        "server or generator that falls behind is charged for it (coordinated omission "
+        "corrected); clock `time.perf_counter_ns()`.",
+        "- /judge body: `{\"content\": \"Test code {i}\", \"reality\": \"CODE\", \"analysis\": "
+        "\"JUDGE\", \"budget_usd\": 0.01}` with a unique i, so every request is judged (REFLEX) "
+        "and CREATEd in SurrealDB. /_bench/empty gets the same body and answers `{}`.",
+        "- A step passes when all its requests answered 200 within 5 s and p99 <= 50 ms.",
+        "",
+        "## Steps",
+        "",
+        "| endpoint | rate (req/s) | sent | ok | errors | achieved (req/s) | p50 ms | p90 ms "
+        "| p99 ms | max ms | result |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in [*judge, *empty]:
+        errs = f"{s.errors} ({', '.join(f'{k}: {v}' for k, v in s.error_kinds.items())})" \
+            if s.errors else "0"
+        lines.append(
+            f"| {s.target} | {s.rate} | {s.planned} | {s.ok} | {errs} | {s.achieved:.0f} "
+            f"| {s.pct(50):.2f} | {s.pct(90):.2f} | {s.pct(99):.2f} | {s.pct(100):.2f} "
+            f"| {'pass' if s.passed else 'FAIL'} |"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "reports/bench-node.md")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
+    parser.add_argument("--judge-rates", default="50,100,200,400,800,1600")
+    parser.add_argument("--empty-rates", default="50,100,200,400,800,1600,3200")
+    parser.add_argument("--budget-s", type=float, default=230.0, help="stop climbing after this")
+    args = parser.parse_args()
+    started = time.monotonic()
+    deadline = started + args.budget_s
+    info = machine()
+
+    work = Path(tempfile.mkdtemp(prefix="cynic-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        surreal_port, node_port = free_port(), free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, str(STANDIN), "start", "--bind", f"127.0.0.1:{surreal_port}",
+             "--user", "root", "--log", "warn", f"surrealkv://{work / 'db'}"],
+            stdout=(work / "surreal.log").open("wb"), stderr=subprocess.STDOUT,
+            env={**os.environ, "SURREAL_PASS": BENCH_PASS},
+        ))
+        wait_http(f"http://127.0.0.1:{surreal_port}/health", 30)
+        ws_url = f"ws://127.0.0.1:{surreal_port}/rpc"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+            "INSTANCE_ID": "bench-1",
+            "CYNIC_HOME": str(work / "home"),
+            "SURREAL_URL": ws_url,
+            "SURREAL_USER": "root",
+            "SURREAL_PASS": BENCH_PASS,
+            "OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
+            "CYNIC_BENCH_ROUTES": "1",
+        }
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cynic_node", "--port", str(node_port), "--log-level",
+             "warning"],
+            stdout=(work / "node.log").open("wb"), stderr=subprocess.STDOUT, env=env,
+        ))
+        wait_http(f"http://127.0.0.1:{node_port}/health", 30)
+        base = f"http://127.0.0.1:{node_port}"
+        judge_rates = [int(r) for r in args.judge_rates.split(",")]
+        empty_rates = [int(r) for r in args.empty_rates.split(",")]
+        counter = [0]
+        print("POST /judge", flush=True)
+        # Split the remaining time budget evenly between the two ladders.
+        half = started + (args.budget_s / 2)
+        judge, warm_ok = asyncio.run(ladder(base, "judge", "/judge", judge_rates, args.duration,
+                                            counter, half))
+        print("POST /_bench/empty", flush=True)
+        empty, _ = asyncio.run(ladder(base, "empty", "/_bench/empty", empty_rates,
+                                      args.duration, counter, deadline))
+        stored = asyncio.run(count_stored(ws_url))
+        ok_judged = warm_ok + sum(s.ok for s in judge)
+        write_report(args.out, judge, empty, info, stored, ok_judged, args.duration)
+        bj, be = best(judge), best(empty)
+        print(f"judge {bj.rate if bj else 0}/s, empty {be.rate if be else 0}/s, "
+              f"stored {stored} for {ok_judged} answers, report {args.out}, "
+              f"{time.monotonic() - started:.0f} s", flush=True)
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The HTTP and WebSocket surface: POST /judge, GET /health, GET /metrics, WS /ws/stream.
+
+Error contract: an invalid request is a 422 naming its field, a body over the limit a 413,
+SurrealDB unreachable a 503 with Retry-After; nothing a client sends can produce a 500 or a
+stack trace (the outer middleware turns any bug into a bare JSON 500 and logs it, so even
+then no trace leaves the process). Every HTTP response carries X-Instance-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
+
+from cynic_node import __version__
+from cynic_node.config import Settings
+from cynic_node.events import EventHub
+from cynic_node.journal import Journal
+from cynic_node.llm import OllamaClient
+from cynic_node.metrics import CONTENT_TYPE, Metrics, route_label
+from cynic_node.models import RequestError, parse_judge_request
+from cynic_node.scoring import PHI
+from cynic_node.service import JudgmentService
+from cynic_node.store import JudgmentStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+_INTERNAL_ERROR = b'{"detail":"internal error"}'
+
+
+class EdgeMiddleware:
+    """X-Instance-ID on every response, request metrics, and a last-resort error barrier.
+
+    A plain ASGI middleware (not BaseHTTPMiddleware): it adds no task or stream per request.
+    """
+
+    def __init__(self, app: ASGIApp, instance_id: str, metrics: Metrics) -> None:
+        self.app = app
+        self.header = (b"x-instance-id", instance_id.encode("latin-1", "replace"))
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, self._ws_send(send))
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not response_started:
+                status = 500
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json"), self.header],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
+        finally:
+            self.metrics.observe(
+                route_label(scope["path"]),
+                scope.get("method", "GET"),
+                status,
+                time.perf_counter() - started,
+            )
+
+    def _ws_send(self, send: Send) -> Send:
+        async def wrapper(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                message["headers"] = [*message.get("headers", []), self.header]
+                self.metrics.observe("/ws/stream", "GET", 101, 0.0)
+            await send(message)
+
+        return wrapper
+
+
+def _unavailable(settings: Settings, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail},
+        status_code=503,
+        headers={"Retry-After": str(settings.retry_after_s)},
+    )
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"request body larger than {limit} bytes", "fields": ["body"]},
+        status_code=413,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it exceeds limit (the rest is never buffered)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: JudgmentStore | None = None,
+    llm: OllamaClient | None = None,
+) -> FastAPI:
+    """Build the app; store and llm can be injected (tests), else they follow settings."""
+    metrics = Metrics(settings.instance_id)
+    hub = EventHub()
+    journal = Journal(settings.journal_path)
+    store = store or JudgmentStore(settings)
+    llm = llm or OllamaClient(settings.ollama_url, settings.model, settings.llm_timeout_s)
+    service = JudgmentService(settings.instance_id, store, journal, hub, metrics, llm)
+    started_at = time.monotonic()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        journal.open()
+        await store.start()
+        log.info(
+            "CYNIC node %s (instance %s) up; store %s, journal %s",
+            __version__,
+            settings.instance_id,
+            settings.surreal_url,
+            settings.journal_path,
+        )
+        try:
+            yield
+        finally:
+            await store.close()
+            await llm.aclose()
+            journal.close()
+
+    app = FastAPI(
+        title="CYNIC node",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.service = service
+
+    @app.post("/judge")
+    async def judge(request: Request) -> Response:
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more
+        if body is None:
+            return _too_large(settings.max_body_bytes)
+        try:
+            req = parse_judge_request(body)
+        except RequestError as exc:
+            return JSONResponse(exc.body(), status_code=422)
+        try:
+            answer = await service.judge(req)
+        except StoreUnavailable as exc:
+            log.warning("judgment %s not stored: %s", req.cell_id, exc)
+            return _unavailable(settings, "storage unavailable, retry later")
+        return JSONResponse(answer)
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
+    async def health() -> Response:
+        storage_ok, (llm_ok, models) = await asyncio.gather(store.ping(), llm.probe())
+        if not storage_ok:
+            status, code = "unavailable", 503
+        elif not llm_ok:
+            status, code = "degraded", 200  # REFLEX judgments still work
+        else:
+            status, code = "alive", 200
+        body = {
+            "status": status,
+            "instance_id": settings.instance_id,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - started_at, 3),
+            "storage": {"surreal": "connected" if storage_ok else "disconnected"},
+            "llm": {"ollama": "reachable" if llm_ok else "unreachable", "models": models},
+            "judgments_total": service.judgments_total,
+            "phi": PHI,
+        }
+        headers = {"Retry-After": str(settings.retry_after_s)} if code == 503 else None
+        return JSONResponse(body, status_code=code, headers=headers)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        text = metrics.render(
+            storage_errors=store.errors_total,
+            journal_errors=journal.errors_total,
+            storage_up=store.connected,
+            ws_clients=hub.clients,
+        )
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+    @app.websocket("/ws/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        queue = hub.subscribe()
+        try:
+            await ws.send_json(
+                {
+                    "type": "connected",
+                    "ts": time.time(),
+                    "phi": PHI,
+                    "instance_id": settings.instance_id,
+                }
+            )
+            await _serve_stream(ws, queue, settings.ws_ping_interval_s)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client left (RuntimeError: sending after the close)
+        finally:
+            hub.unsubscribe(queue)
+
+    if settings.bench_routes:
+
+        @app.post("/_bench/empty")
+        async def bench_empty() -> Response:
+            # The baseline for the benchmark: the same app and server, no work.
+            return Response(b"{}", media_type="application/json")
+
+    # Added last, so it wraps everything the app answers (404s and 405s included).
+    app.add_middleware(EdgeMiddleware, instance_id=settings.instance_id, metrics=metrics)
+    return app
+
+
+async def _serve_stream(
+    ws: WebSocket, queue: asyncio.Queue[dict[str, Any]], ping_every: float
+) -> None:
+    """Forward events, answer pings, ping the client every ping_every seconds."""
+    receiver = asyncio.ensure_future(ws.receive())
+    event = asyncio.ensure_future(queue.get())
+    next_ping = time.monotonic() + ping_every
+    try:
+        while True:
+            done, _ = await asyncio.wait(
+                {receiver, event},
+                timeout=max(0.0, next_ping - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if event in done:
+                await ws.send_json(event.result())
+                event = asyncio.ensure_future(queue.get())
+            if receiver in done:
+                message = receiver.result()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await _answer(ws, message)
+                receiver = asyncio.ensure_future(ws.receive())
+            if time.monotonic() >= next_ping:
+                await ws.send_json({"type": "ping", "ts": time.time()})
+                next_ping = time.monotonic() + ping_every
+    finally:
+        for task in (receiver, event):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _answer(ws: WebSocket, message: Message) -> None:
+    raw = message.get("text")
+    if raw is None and message.get("bytes") is not None:
+        raw = message["bytes"].decode("utf-8", "replace")
+    try:
+        data = json.loads(raw or "")
+    except (ValueError, RecursionError):
+        await ws.send_json({"type": "error", "error": "messages must be JSON objects"})
+        return
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "ping":
+        await ws.send_json({"type": "pong", "ts": time.time()})
+    elif kind == "pong":
+        return  # the answer to our ping
+    else:
+        await ws.send_json({"type": "error", "error": "unknown message type; send ping"})

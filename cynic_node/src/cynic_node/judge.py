@@ -1,0 +1,109 @@
+"""The judge: picks the level, runs the REFLEX dogs and, for MICRO and MACRO, the LLM dogs.
+
+REFLEX is pure and synchronous (well under a millisecond for a kilobyte). MICRO adds one LLM
+dog, MACRO three, asked concurrently. What the answer says is what happened: `llm_calls`
+counts the calls Ollama answered, and `level_used` is the level the opinions actually reached
+(MACRO with a single usable opinion is a MICRO judgment; none is REFLEX).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from cynic_node.llm import MACRO_DOGS, MICRO_DOGS, OllamaClient
+from cynic_node.models import JudgeRequest
+from cynic_node.scoring import (
+    AXIOMS,
+    MAX_CONFIDENCE,
+    PHI_INV,
+    PHI_INV2,
+    Scores,
+    finish,
+    merge_views,
+    reflex_views,
+    score_reflex,
+)
+
+# Automatic level (no `level` in the request): the budget decides. The load test's request
+# (budget 0.01) stays at REFLEX, which needs no LLM and answers in microseconds.
+MICRO_MIN_BUDGET_USD = 0.05
+MACRO_MIN_BUDGET_USD = 0.5
+REFLEX_CONFIDENCE = 0.382  # φ⁻², as the contract writes it
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    scores: Scores
+    confidence: float
+    level_used: str
+    llm_calls: int
+    cost_usd: float
+    duration_ms: float
+
+
+def choose_level(req: JudgeRequest) -> str:
+    if req.level is not None:
+        return req.level
+    if req.lod == 0 or req.budget_usd < MICRO_MIN_BUDGET_USD:
+        return "REFLEX"
+    return "MICRO" if req.budget_usd < MACRO_MIN_BUDGET_USD else "MACRO"
+
+
+def _reflex(req: JudgeRequest, started: float) -> Verdict:
+    scores = score_reflex(req.content_text, req.reality)
+    return Verdict(
+        scores=scores,
+        confidence=REFLEX_CONFIDENCE,
+        level_used="REFLEX",
+        llm_calls=0,
+        cost_usd=0.0,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+async def judge(req: JudgeRequest, llm: OllamaClient | None) -> Verdict:
+    started = time.perf_counter()
+    level = choose_level(req)
+    if level == "REFLEX" or llm is None or not req.content_text.strip():
+        return _reflex(req, started)
+
+    dogs = MICRO_DOGS if level == "MICRO" else MACRO_DOGS
+    opinions = await asyncio.gather(
+        *(
+            llm.opinion(dog, req.content_text, req.reality, req.analysis, req.context)
+            for dog in dogs
+        )
+    )
+    llm_calls = sum(1 for o in opinions if o.answered)
+    llm_views = {dog: o.view for dog, o in zip(dogs, opinions, strict=True) if o.view}
+    if not llm_views:
+        # Ollama unreachable or unusable: the judgment degrades to REFLEX and says so.
+        fallback = _reflex(req, started)
+        return Verdict(
+            scores=fallback.scores,
+            confidence=fallback.confidence,
+            level_used="REFLEX",
+            llm_calls=llm_calls,
+            cost_usd=0.0,
+            duration_ms=fallback.duration_ms,
+        )
+
+    views = reflex_views(req.content_text, req.reality)
+    reflex_axioms = merge_views(views)
+    llm_axioms = merge_views(llm_views)
+    # The LLM dogs read meaning the patterns cannot: they carry φ⁻¹ of each axiom, the
+    # REFLEX dogs φ⁻² (the two sum to 1).
+    axioms = {a: PHI_INV2 * reflex_axioms[a] + PHI_INV * llm_axioms[a] for a in AXIOMS}
+    scores = finish(axioms, {**views, **llm_views}, req.reality)
+    # More agreement among the dogs, more confidence; never above φ⁻¹, never below REFLEX's.
+    confidence = max(REFLEX_CONFIDENCE, MAX_CONFIDENCE * (1.0 - scores.residual_variance))
+    return Verdict(
+        scores=scores,
+        confidence=min(MAX_CONFIDENCE, round(confidence, 3)),
+        level_used="MACRO" if len(llm_views) >= 2 else "MICRO",
+        llm_calls=llm_calls,
+        cost_usd=0.0,  # a local Ollama costs nothing per call
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )

@@ -1,0 +1,102 @@
+"""Prometheus metrics, written by hand (text format 0.0.4): a dozen series need no library.
+
+Per process: with several uvicorn workers each worker reports its own figures, and the
+`instance` label (INSTANCE_ID) tells instances apart.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+# Seconds. Dense below 50 ms, where the node's latency target lives.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROUTES = frozenset({"/judge", "/health", "/metrics", "/ws/stream", "/_bench/empty"})
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def route_label(path: str) -> str:
+    # Unknown paths share one label: a scanner must not create a series per URL.
+    return path if path in ROUTES else "other"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    def __init__(self, instance_id: str) -> None:
+        self.instance = _esc(instance_id)
+        self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        self.latency_counts: defaultdict[str, list[int]] = defaultdict(
+            lambda: [0] * (len(BUCKETS) + 1)
+        )
+        self.latency_sum: defaultdict[str, float] = defaultdict(float)
+        self.judgments_created = 0
+        self.judgments_reused = 0
+        self.llm_fallbacks = 0
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests[(route, method, status)] += 1
+        self.latency_counts[route][bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.latency_sum[route] += seconds
+
+    def render(
+        self,
+        storage_errors: int,
+        journal_errors: int,
+        storage_up: bool,
+        ws_clients: int,
+    ) -> str:
+        i = f'instance="{self.instance}"'
+        out: list[str] = [
+            "# HELP cynic_http_requests_total HTTP requests by route, method and status.",
+            "# TYPE cynic_http_requests_total counter",
+        ]
+        for (route, method, status), n in sorted(self.requests.items()):
+            out.append(
+                f'cynic_http_requests_total{{{i},route="{route}",method="{method}",'
+                f'status="{status}"}} {n}'
+            )
+        out += [
+            "# HELP cynic_http_request_duration_seconds Time to answer an HTTP request.",
+            "# TYPE cynic_http_request_duration_seconds histogram",
+        ]
+        for route, counts in sorted(self.latency_counts.items()):
+            cumulative = 0
+            for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+                cumulative += n
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                out.append(
+                    f'cynic_http_request_duration_seconds_bucket{{{i},route="{route}",'
+                    f'le="{le}"}} {cumulative}'
+                )
+            out.append(
+                f'cynic_http_request_duration_seconds_sum{{{i},route="{route}"}} '
+                f"{self.latency_sum[route]:.6f}"
+            )
+            out.append(
+                f'cynic_http_request_duration_seconds_count{{{i},route="{route}"}} {cumulative}'
+            )
+        out += [
+            "# HELP cynic_judgments_total Judgments answered, by outcome.",
+            "# TYPE cynic_judgments_total counter",
+            f'cynic_judgments_total{{{i},outcome="created"}} {self.judgments_created}',
+            f'cynic_judgments_total{{{i},outcome="reused"}} {self.judgments_reused}',
+            "# HELP cynic_llm_fallbacks_total MICRO/MACRO requests judged at REFLEX instead.",
+            "# TYPE cynic_llm_fallbacks_total counter",
+            f"cynic_llm_fallbacks_total{{{i}}} {self.llm_fallbacks}",
+            "# HELP cynic_storage_errors_total Failed SurrealDB calls.",
+            "# TYPE cynic_storage_errors_total counter",
+            f"cynic_storage_errors_total{{{i}}} {storage_errors}",
+            "# HELP cynic_journal_errors_total Lines that could not be written to judgments.jsonl.",
+            "# TYPE cynic_journal_errors_total counter",
+            f"cynic_journal_errors_total{{{i}}} {journal_errors}",
+            "# HELP cynic_storage_up 1 when SurrealDB is connected.",
+            "# TYPE cynic_storage_up gauge",
+            f"cynic_storage_up{{{i}}} {int(storage_up)}",
+            "# HELP cynic_ws_clients Clients connected to /ws/stream.",
+            "# TYPE cynic_ws_clients gauge",
+            f"cynic_ws_clients{{{i}}} {ws_clients}",
+        ]
+        return "\n".join(out) + "\n"

@@ -1,0 +1,316 @@
+"""SurrealDB, through the official SDK: one record per cell, decided by the store.
+
+`judgment:<cell_id>` is the record id. CREATE either makes it or fails because another
+instance (or request) made it first; the loser then reads the winner's record. No
+check-then-insert: the database's own uniqueness of record ids is the lock.
+
+Connections: a small pool of long-lived AsyncSurreal WebSocket connections (ws://…/rpc), made
+once and reused; each call is multiplexed on its socket by request id, so requests never wait
+for each other in this process. When a connection breaks (SurrealDB restarted, network gone)
+it is dropped and made again on the next call, and a watchdog keeps retrying in the
+background, so the node recovers by itself without a restart. While no connection can be
+made, calls fail at once with StoreUnavailable (the API's 503).
+
+Two quirks of the SDK 2.0 shape the error handling:
+- when its socket closes, it cancels the futures of the calls in flight, so a call can end in
+  CancelledError although nobody cancelled the caller; that is a broken connection, not a
+  cancellation (told apart with Task.cancelling()).
+- after a close it keeps the dead socket and never reconnects by itself; the connection has to
+  be replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from surrealdb import (
+    AsyncSurreal,
+    ConnectionUnavailableError,
+    NotAllowedError,
+    RecordID,
+    ServerError,
+)
+from websockets.exceptions import WebSocketException
+
+from cynic_node.config import Settings
+
+log = logging.getLogger(__name__)
+
+TABLE = "judgment"
+_T = TypeVar("_T")
+# After a failed connect, calls fail fast for this long instead of each trying to connect.
+_RETRY_GAP_S = 0.25
+_WATCHDOG_S = 1.0
+# What a broken connection raises (ConnectionClosed is a WebSocketException).
+_CONNECTION_ERRORS = (OSError, WebSocketException, ConnectionUnavailableError)
+
+
+class StoreUnavailable(Exception):
+    """SurrealDB cannot be reached or does not answer in time."""
+
+
+def _is_network_url(url: str) -> bool:
+    return url.split(":", 1)[0].lower() in {"ws", "wss", "http", "https"}
+
+
+def _credentials(s: Settings) -> dict[str, Any]:
+    creds: dict[str, Any] = {"username": s.surreal_user, "password": s.surreal_pass}
+    if s.surreal_auth_level in ("namespace", "database"):
+        creds["namespace"] = s.surreal_ns
+    if s.surreal_auth_level == "database":
+        creds["database"] = s.surreal_db
+    return creds
+
+
+class _Slot:
+    """One pooled connection, made on demand and replaced when it breaks."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        self._settings = settings
+        self.index = index
+        self.embedded = not _is_network_url(settings.surreal_url)
+        self.db: Any = None
+        self._lock = asyncio.Lock()
+        self._failed_at = -_RETRY_GAP_S
+
+    @property
+    def ready(self) -> bool:
+        return self.db is not None
+
+    async def get(self) -> Any:
+        if self.db is not None:
+            return self.db
+        async with self._lock:
+            if self.db is not None:
+                return self.db
+            if time.monotonic() - self._failed_at < _RETRY_GAP_S:
+                raise StoreUnavailable("SurrealDB unreachable (retrying)")
+            try:
+                self.db = await self._connect()
+            except StoreUnavailable:
+                self._failed_at = time.monotonic()
+                raise
+            return self.db
+
+    async def _connect(self) -> Any:
+        s = self._settings
+        db = AsyncSurreal(s.surreal_url)
+        try:
+            async with asyncio.timeout(s.store_timeout_s):
+                await db.connect(s.surreal_url)  # the URL again: the SDK types require it
+                if s.surreal_user:
+                    await db.signin(_credentials(s))
+                await db.use(s.surreal_ns, s.surreal_db)
+        except asyncio.CancelledError:
+            await _close_quietly(db)
+            _reraise_if_cancelled()
+            raise StoreUnavailable("connection to SurrealDB dropped while connecting") from None
+        except NotAllowedError as exc:
+            # Wrong credentials: unavailable for this node, and worth a clear log line.
+            await _close_quietly(db)
+            log.error("SurrealDB refused the sign-in as %r: %s", s.surreal_user, exc)
+            raise StoreUnavailable(f"SurrealDB sign-in refused: {exc}") from exc
+        except (OSError, TimeoutError, ServerError, RuntimeError, ValueError) as exc:
+            # OSError covers refused connections and websockets' handshake errors
+            # (InvalidHandshake is not one, but it arrives as ValueError/RuntimeError
+            # subclasses in websockets 15+), RuntimeError is the embedded engine's errors.
+            await _close_quietly(db)
+            raise StoreUnavailable(f"cannot connect to SurrealDB: {exc}") from exc
+        except Exception as exc:  # any other handshake failure of the websockets library
+            await _close_quietly(db)
+            raise StoreUnavailable(f"cannot connect to SurrealDB: {exc!r}") from exc
+        log.info("connected to SurrealDB %s (slot %d)", s.surreal_url, self.index)
+        return db
+
+    def drop(self, db: Any) -> None:
+        """Forget a broken connection (only if it is still the current one).
+
+        An embedded engine has no connection to lose, and reopening mem:// would start an
+        empty database: it is kept.
+        """
+        if self.embedded:
+            return
+        if self.db is db and db is not None:
+            self.db = None
+            log.warning("SurrealDB connection lost (slot %d); will reconnect", self.index)
+            _background(_close_quietly(db))
+
+    async def close(self) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            await _close_quietly(db)
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Awaitable[Any]) -> None:
+    # Keep a reference: the loop only holds weak references to tasks.
+    task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _close_quietly(db: Any) -> None:
+    with contextlib.suppress(Exception):
+        await db.close()
+
+
+def _reraise_if_cancelled() -> None:
+    """Re-raise CancelledError when the current task really is being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class JudgmentStore:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        # An embedded engine (mem://, surrealkv://) opened twice is two separate databases:
+        # one connection there. Over the network, a few.
+        size = settings.surreal_pool_size if _is_network_url(settings.surreal_url) else 1
+        self._slots = [_Slot(settings, i) for i in range(size)]
+        self._next = itertools.cycle(self._slots)
+        self._watchdog: asyncio.Task[None] | None = None
+        self._table_ready = False
+        self.errors_total = 0
+
+    @property
+    def connected(self) -> bool:
+        return any(slot.ready for slot in self._slots)
+
+    async def start(self) -> None:
+        """Connect if possible; never fails, the watchdog keeps trying."""
+        await self._ensure_all()
+        self._watchdog = asyncio.create_task(self._watch(), name="surreal-watchdog")
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for slot in self._slots:
+            await slot.close()
+
+    async def _ensure_all(self) -> None:
+        """Connect every slot that can be connected (each on its own: one failure skips none)."""
+        for slot in self._slots:
+            try:
+                db = await slot.get()
+            except StoreUnavailable:
+                continue
+            if not self._table_ready:
+                await self._define_table(slot, db)
+
+    async def _define_table(self, slot: _Slot, db: Any) -> None:
+        # The deployment bootstraps the table; defining it here too makes a fresh database
+        # work. A user without DEFINE rights gets an error we can ignore: the table exists.
+        try:
+            async with asyncio.timeout(self._settings.store_timeout_s):
+                await db.query(f"DEFINE TABLE IF NOT EXISTS {TABLE} SCHEMALESS")
+            self._table_ready = True
+        except ServerError as exc:
+            log.info("DEFINE TABLE %s not applied (%s); assuming it exists", TABLE, exc)
+            self._table_ready = True
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            _reraise_if_cancelled()
+            slot.drop(db)
+
+    async def _watch(self) -> None:
+        """Reconnect broken slots in the background, so /health recovers without traffic."""
+        while True:
+            await asyncio.sleep(_WATCHDOG_S)
+            if not (all(slot.ready for slot in self._slots) and self._table_ready):
+                await self._ensure_all()
+
+    async def _call(self, op: Callable[[Any], Awaitable[_T]], retry: bool = True) -> _T:
+        """Run op on a pooled connection; connection failures become StoreUnavailable.
+
+        ServerError (the database answered with an error) passes through to the caller.
+        A call on a connection that turns out to be dead is retried once on a fresh one.
+        """
+        slot = next(self._next)
+        if not slot.ready:
+            # Prefer a live connection over reconnecting this one in the request path.
+            slot = next((s for s in self._slots if s.ready), slot)
+        db = await slot.get()
+        try:
+            async with asyncio.timeout(self._settings.store_timeout_s):
+                return await op(db)
+        except NotAllowedError:
+            # An expired session: start a fresh one.
+            slot.drop(db)
+            self.errors_total += 1
+            raise StoreUnavailable("SurrealDB session no longer valid") from None
+        except ServerError:
+            raise
+        except TimeoutError as exc:
+            self.errors_total += 1
+            slot.drop(db)
+            raise StoreUnavailable("SurrealDB did not answer in time") from exc
+        except asyncio.CancelledError:
+            _reraise_if_cancelled()
+            failure: BaseException = ConnectionError("call cancelled by the SDK: socket closed")
+        except _CONNECTION_ERRORS as exc:
+            failure = exc
+        except Exception as exc:
+            # The SDK or the engine refused this call (a value it cannot encode, say): the
+            # connection is fine, this judgment cannot be stored.
+            self.errors_total += 1
+            log.error("SurrealDB call failed: %r", exc)
+            raise StoreUnavailable(f"SurrealDB call failed: {exc!r}") from exc
+        self.errors_total += 1
+        slot.drop(db)
+        if retry:
+            return await self._call(op, retry=False)
+        raise StoreUnavailable(f"SurrealDB connection failed: {failure!r}")
+
+    async def ping(self) -> bool:
+        try:
+            await self._call(lambda db: db.query("RETURN 1"))
+        except (StoreUnavailable, ServerError):
+            return False
+        return True
+
+    async def get(self, cell_id: str) -> dict[str, Any] | None:
+        result = await self._call(lambda db: db.select(RecordID(TABLE, cell_id)))
+        return _one(result)
+
+    async def create_or_get(
+        self, cell_id: str, record: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Store record as judgment:<cell_id> unless one exists; (stored record, created?).
+
+        created is True only for the call whose CREATE made the record.
+        """
+        rid = RecordID(TABLE, cell_id)
+        try:
+            created = await self._call(lambda db: db.create(rid, record))
+        except ServerError as exc:
+            # Normally "already exists" (AlreadyExistsError from a server, InternalError from
+            # the embedded engine: the kinds differ, so the record itself is the judge).
+            existing = await self.get(cell_id)
+            if existing is None:
+                self.errors_total += 1
+                raise StoreUnavailable(f"SurrealDB refused the judgment: {exc}") from exc
+            # A retried CREATE whose first attempt had landed finds its own record.
+            mine = existing.get("judgment_id") == record.get("judgment_id")
+            return existing, mine
+        stored = _one(created)
+        return (stored if stored is not None else dict(record)), True
+
+
+def _one(result: Any) -> dict[str, Any] | None:
+    if isinstance(result, list):
+        result = result[0] if result else None
+    if not isinstance(result, dict):
+        return None
+    out = dict(result)
+    out.pop("id", None)  # the RecordID; the cell id is in the record already
+    return out

@@ -1,0 +1,234 @@
+"""The HTTP contract, in process (embedded SurrealDB engine, no Ollama)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cynic_node.api import create_app
+from cynic_node.config import Settings
+from nodetest_helpers import read_journal
+
+FIELDS = {
+    "judgment_id",
+    "cell_id",
+    "q_score",
+    "verdict",
+    "confidence",
+    "axiom_scores",
+    "dog_votes",
+    "consensus_reached",
+    "consensus_votes",
+    "residual_variance",
+    "unnameable_detected",
+    "cost_usd",
+    "llm_calls",
+    "duration_ms",
+    "level_used",
+    "instance_id",
+    "reused",
+}
+LOAD_TEST_BODY = {
+    "content": "Test code 1",
+    "reality": "CODE",
+    "analysis": "JUDGE",
+    "budget_usd": 0.01,
+}
+
+
+def test_judge_answers_the_contract(client: TestClient, settings: Settings) -> None:
+    r = client.post("/judge", json=LOAD_TEST_BODY)
+    assert r.status_code == 200
+    assert r.headers["x-instance-id"] == "node-test"
+    body = r.json()
+    assert set(body) == FIELDS
+    assert body["level_used"] == "REFLEX"  # no level, budget 0.01: REFLEX
+    assert body["llm_calls"] == 0
+    assert body["confidence"] == 0.382
+    assert body["instance_id"] == "node-test"
+    assert body["reused"] is False
+    assert list(body["axiom_scores"]) == ["FIDELITY", "PHI", "VERIFY", "CULTURE", "BURN"]
+    assert round(body["q_score"], 3) == body["q_score"]
+    assert body["verdict"] in ("HOWL", "WAG", "GROWL", "BARK")
+
+
+def test_same_cell_is_reused_and_logged_once(client: TestClient, settings: Settings) -> None:
+    first = client.post("/judge", json=LOAD_TEST_BODY).json()
+    again = client.post("/judge", json={**LOAD_TEST_BODY, "reality": "code", "lod": 2}).json()
+    assert again["reused"] is True
+    assert again["judgment_id"] == first["judgment_id"]
+    assert {k: v for k, v in again.items() if k != "reused"} == {
+        k: v for k, v in first.items() if k != "reused"
+    }
+    lines = read_journal(settings.cynic_home)
+    assert [line["judgment_id"] for line in lines] == [first["judgment_id"]]
+
+
+def test_different_cells_get_different_judgments(client: TestClient) -> None:
+    a = client.post("/judge", json={"content": "a = 1"}).json()
+    b = client.post("/judge", json={"content": "a = 1", "context": "other"}).json()
+    assert a["judgment_id"] != b["judgment_id"]
+    assert a["cell_id"] != b["cell_id"]
+
+
+def test_non_string_content(client: TestClient) -> None:
+    r = client.post("/judge", json={"content": {"tx": "abc", "amount": 3}, "reality": "SOLANA"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "body"),
+        (b"", "body"),
+        (b"[]", "body"),
+        (b"\x00\x01binary", "body"),
+        (b'{"reality": "CODE"}', "content"),
+        (b'{"content": "x", "reality": "PLUTO"}', "reality"),
+        (b'{"content": "x", "analysis": "DIVINE"}', "analysis"),
+        (b'{"content": "x", "analysis": 7}', "analysis"),
+        (b'{"content": "x", "level": "META"}', "level"),
+        (b'{"content": "x", "lod": 5}', "lod"),
+        (b'{"content": "x", "lod": "high"}', "lod"),
+        (b'{"content": "x", "budget_usd": -1}', "budget_usd"),
+        (b'{"content": "x", "time_dim": "NOW"}', "time_dim"),
+        (b'{"content": "x", "context": {"a": 1}}', "context"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(client: TestClient, body: bytes, field: str) -> None:
+    r = client.post("/judge", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert field in r.json()["fields"]
+    assert r.headers["x-instance-id"] == "node-test"
+
+
+def test_oversize_body_is_413(client: TestClient, settings: Settings) -> None:
+    big = json.dumps({"content": "x" * settings.max_body_bytes}).encode()
+    r = client.post("/judge", content=big)
+    assert r.status_code == 413
+
+
+def test_oversize_body_without_length_is_413(client: TestClient, settings: Settings) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"content": "'
+        for _ in range(settings.max_body_bytes // 1024 + 1):
+            yield b"y" * 1024
+        yield b'"}'
+
+    r = client.post("/judge", content=chunks())  # chunked: no Content-Length
+    assert r.status_code == 413
+
+
+def test_health_without_ollama_is_degraded(client: TestClient) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "degraded"
+    assert body["storage"] == {"surreal": "connected"}
+    assert body["llm"] == {"ollama": "unreachable", "models": []}
+    assert body["instance_id"] == "node-test"
+    assert {"version", "uptime_s", "judgments_total"} <= set(body)
+
+
+def test_metrics_are_prometheus_text(client: TestClient) -> None:
+    client.post("/judge", json={"content": "m = 1"})
+    client.post("/judge", json={"content": "m = 1"})
+    client.post("/judge", content=b"nope")
+    text = client.get("/metrics").text
+    labels = 'instance="node-test",route="/judge"'
+    assert f'cynic_http_requests_total{{{labels},method="POST",status="200"}} 2' in text
+    assert 'route="/judge",method="POST",status="422"} 1' in text
+    assert 'cynic_judgments_total{instance="node-test",outcome="created"} 1' in text
+    assert 'cynic_judgments_total{instance="node-test",outcome="reused"} 1' in text
+    assert f'cynic_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} 3' in text
+    assert "cynic_storage_errors_total" in text
+    for line in text.splitlines():
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+def test_every_response_names_the_instance(client: TestClient) -> None:
+    for r in (
+        client.get("/nowhere"),
+        client.put("/judge"),
+        client.get("/metrics"),
+        client.get("/health"),
+    ):
+        assert r.headers["x-instance-id"] == "node-test"
+
+
+def test_websocket_stream(client: TestClient) -> None:
+    with client.websocket_connect("/ws/stream") as ws:
+        hello = ws.receive_json()
+        assert hello["type"] == "connected"
+        assert hello["instance_id"] == "node-test"
+        assert hello["phi"] == pytest.approx(1.618, abs=1e-3)
+        assert "ts" in hello
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json()["type"] == "pong"
+        created = client.post("/judge", json={"content": "streamed"}).json()
+        event = ws.receive_json()
+        assert event["type"] == "JUDGMENT_CREATED"
+        assert event["payload"]["judgment_id"] == created["judgment_id"]
+        assert "ts" in event
+        # a reused judgment is not a new event; the next event is the next creation
+        client.post("/judge", json={"content": "streamed"})
+        client.post("/judge", json={"content": "streamed 2"})
+        assert ws.receive_json()["payload"]["reused"] is False
+        ws.send_text("garbage")
+        assert ws.receive_json()["type"] == "error"
+
+
+def test_websocket_server_pings(tmp_path: Path) -> None:
+    settings = Settings(
+        instance_id="p",
+        cynic_home=tmp_path,
+        surreal_url="mem://",
+        ollama_url="http://127.0.0.1:1",
+        ws_ping_interval_s=0.05,
+    )
+    with TestClient(create_app(settings)) as c, c.websocket_connect("/ws/stream") as ws:
+        assert ws.receive_json()["type"] == "connected"
+        assert ws.receive_json()["type"] == "ping"
+
+
+def test_bench_route_only_when_enabled(client: TestClient, tmp_path: Path) -> None:
+    assert client.post("/_bench/empty").status_code == 404
+    settings = Settings(
+        instance_id="b",
+        cynic_home=tmp_path,
+        surreal_url="mem://",
+        ollama_url="http://127.0.0.1:1",
+        bench_routes=True,
+    )
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/_bench/empty", json=LOAD_TEST_BODY)
+        assert r.status_code == 200
+        assert r.headers["x-instance-id"] == "b"
+
+
+def test_storage_down_is_503_with_retry_after(tmp_path: Path) -> None:
+    from nodetest_helpers import free_port
+
+    settings = Settings(
+        instance_id="d",
+        cynic_home=tmp_path,
+        surreal_url=f"ws://127.0.0.1:{free_port()}/rpc",
+        ollama_url="http://127.0.0.1:1",
+        store_timeout_s=1.0,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        r = c.post("/judge", json=LOAD_TEST_BODY)
+        assert r.status_code == 503
+        assert int(r.headers["retry-after"]) > 0
+        h = c.get("/health")
+        assert h.status_code == 503
+        assert h.json()["status"] == "unavailable"
+        assert h.json()["storage"] == {"surreal": "disconnected"}
+        assert "retry-after" in h.headers
+        # bad input is still 422, not 503: validation comes first
+        assert c.post("/judge", json={"content": None}).status_code == 422
+    assert read_journal(tmp_path) == []

@@ -1,0 +1,532 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2025, CYNIC cluster team
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: cynic_stress
+short_description: Open-loop HTTP load test of a CYNIC cluster, with honest latency statistics
+version_added: 0.1.0
+description:
+  - Sends requests at a constant arrival rate (open loop) for a fixed duration and returns what happened as the
+    C(cynic_stress) fact.
+  - Request number C(i) is due at C(t0 + i / rate) whatever happened to the requests before it, so a slow server
+    cannot slow the generator down and hide its own slowness (no coordinated omission).
+  - Latency is measured from the intended start (what a user arriving at that moment sees) and from the actual send.
+    The difference, the scheduler lag, is reported; when it is large or the generator could not keep the planned
+    rate, RV(ansible_facts.cynic_stress.generator_saturated) is true and the numbers describe the generator as much
+    as the server.
+  - At most O(max_in_flight) requests are outstanding; a request that is due while the cap is reached is counted as
+    dropped, never queued.
+  - Warm-up requests are sent like the others but left out of every statistic.
+  - Thresholds fail the task and list every broken limit; the facts are still returned.
+  - The engine is shared with the C(tools/cynic-stress) command line of the collection.
+  - The event loop is uvloop when it is importable, asyncio otherwise.
+author:
+  - CYNIC cluster team (@cynic-cluster)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
+requirements:
+  - aiohttp >= 3.9 on the host that runs the module
+  - uvloop (optional, faster)
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the run is planned (the facts hold the planned request count) and nothing is sent.
+  diff_mode:
+    support: none
+  facts:
+    support: full
+  platform:
+    platforms: posix
+notes:
+  - The module reports C(changed=false), like M(ansible.builtin.uri), although the default request creates
+    judgments on the server.
+  - Ansible does not store the facts of a failed task as host facts. When a threshold fails, read the facts from
+    the registered result (C(result.ansible_facts.cynic_stress)), from C(ansible_failed_result) in a C(rescue)
+    block, or set O(fail_on_thresholds=false) and test RV(ansible_facts.cynic_stress.passed) yourself.
+  - Run the generator close to the service (for example on the load balancer host against 127.0.0.1); it needs CPU
+    for itself and reports when it did not get enough.
+options:
+  url:
+    description:
+      - Base URL of the service, for example V(http://127.0.0.1:8080). O(path) is appended to it.
+    type: str
+    required: true
+  path:
+    description:
+      - Path of the request. C({i}) (request number) and C({run}) (the run id) are substituted.
+    type: str
+    default: /judge
+  method:
+    description:
+      - HTTP method.
+    type: str
+    default: POST
+  body:
+    description:
+      - Body template. A string is used as is; a dict or a list is serialised as JSON first.
+      - C({i}) is replaced by the request number (warm-up included, from 0) and C({run}) by the run id, so that a
+        body with C({run}) creates new cells on every run. Null sends no body.
+      - The body is sent with the header C(Content-Type) set to C(application/json) unless O(headers) sets it.
+    type: raw
+    default: '{"content": "Test code {i}", "reality": "CODE", "analysis": "JUDGE", "budget_usd": 0.01}'
+  headers:
+    description:
+      - Extra request headers.
+    type: dict
+  rate:
+    description:
+      - Target arrival rate, in requests per second.
+    type: float
+    default: 100
+  duration:
+    description:
+      - Length of the measured window, in seconds. O(rate) times O(duration) requests are planned.
+    type: float
+    default: 10
+  warmup:
+    description:
+      - Seconds of warm-up traffic at the same rate before the measured window, excluded from the statistics.
+    type: float
+    default: 0
+  max_in_flight:
+    description:
+      - Largest number of outstanding requests (and size of the connection pool). A request that is due while this
+        many are outstanding is dropped and counted in RV(ansible_facts.cynic_stress.dropped).
+    type: int
+    default: 256
+  timeout:
+    description:
+      - Timeout of each request, in seconds. The run lasts at most O(warmup) + O(duration) + O(timeout) seconds.
+    type: float
+    default: 10
+  use_cookies:
+    description:
+      - Keep the cookies that the servers set and send them back (one cookie jar for the run), for sticky-session
+        checks. Off by default, so that every request looks like a new client.
+    type: bool
+    default: false
+  validate_certs:
+    description:
+      - Check TLS certificates for an C(https) URL.
+    type: bool
+    default: true
+  run_id:
+    description:
+      - Identifier of the run, substituted for C({run}). A random one is made when omitted.
+    type: str
+  parse_body:
+    description:
+      - Parse the JSON body of every 200 answer for its C(q_score) and C(judgment_id). Turn off to spare CPU when
+        neither is needed.
+    type: bool
+    default: true
+  return_judgment_ids:
+    description:
+      - Return the list of judgment ids answered with 200. Their count and sha256 digest are always returned; turn
+        this off for huge runs.
+    type: bool
+    default: true
+  saturation_lag_ms:
+    description:
+      - The generator is reported saturated when the 99th percentile of its scheduler lag (actual send minus
+        intended start) is over this many milliseconds, or when it issued requests more than 1% slower than
+        O(rate).
+    type: float
+    default: 20
+  fail_if_saturated:
+    description:
+      - Fail the task when the generator was saturated.
+    type: bool
+    default: false
+  fail_on_thresholds:
+    description:
+      - Fail the task when a threshold is broken. When false the task succeeds, the facts are stored, and
+        RV(ansible_facts.cynic_stress.passed) and RV(ansible_facts.cynic_stress.threshold_failures) tell the result.
+    type: bool
+    default: true
+  min_rate_ratio:
+    description:
+      - Smallest accepted ratio of the achieved send rate to O(rate), for example V(0.99).
+    type: float
+  max_error_rate:
+    description:
+      - Largest accepted error rate (errors and dropped requests over planned requests), for example V(0.001).
+    type: float
+  max_p95_ms:
+    description:
+      - Largest accepted 95th percentile of the latency from the intended start, in milliseconds.
+    type: float
+  max_p99_ms:
+    description:
+      - Largest accepted 99th percentile of the latency from the intended start, in milliseconds.
+    type: float
+  expected_instances:
+    description:
+      - Instance ids (from the C(X-Instance-ID) response header) that must all have answered.
+      - With O(min_instance_share), each must have answered at least that share of the responses.
+    type: list
+    elements: str
+  min_instance_share:
+    description:
+      - Smallest accepted share of the responses for each instance of O(expected_instances) (or, without it, for
+        each instance that answered), for example V(0.25) for three instances behind a balancer.
+    type: float
+  q_score_min:
+    description:
+      - Every observed C(q_score) must be at least this. Fails when no C(q_score) was observed.
+    type: float
+  q_score_max:
+    description:
+      - Every observed C(q_score) must be at most this. Fails when no C(q_score) was observed.
+    type: float
+seealso:
+  - module: cynic.cluster.cynic_cluster_facts
+'''
+
+EXAMPLES = r'''
+- name: Load the cluster at 200 req/s for 30 s through the balancer
+  cynic.cluster.cynic_stress:
+    url: http://127.0.0.1:8080
+    rate: 200
+    duration: 30
+    warmup: 5
+    max_in_flight: 512
+    min_rate_ratio: 0.99
+    max_error_rate: 0.001
+    max_p99_ms: 250
+    expected_instances: [cynic-1, cynic-2, cynic-3]
+    min_instance_share: 0.25
+    q_score_min: 0
+    q_score_max: 100
+
+- name: Keep going on failure and plot the timeline
+  cynic.cluster.cynic_stress:
+    url: http://127.0.0.1:8080
+    rate: 100
+    duration: 60
+    body:
+      content: "Run {run} cell {i}"
+      reality: CODE
+      analysis: JUDGE
+      budget_usd: 0.01
+    max_p99_ms: 500
+    fail_on_thresholds: false
+    return_judgment_ids: true
+
+- name: Show the latency over time
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts['cynic_stress']['timeline'] | map(attribute='p99_ms') | list }}"
+
+- name: Sticky sessions keep one client on one instance
+  cynic.cluster.cynic_stress:
+    url: http://127.0.0.1:8080
+    method: GET
+    path: /health
+    body: null
+    rate: 50
+    duration: 5
+    use_cookies: true
+'''
+
+RETURN = r'''
+ansible_facts:
+  description: Facts added by the module.
+  returned: always
+  type: dict
+  contains:
+    cynic_stress:
+      description:
+        - What the run did. Latency, rate and error statistics cover the measured window only (no warm-up).
+        - In check mode only the plan is returned (RV(ansible_facts.cynic_stress.planned), C(expected_wall_time_s),
+          C(max_wall_time_s), zero counts).
+      returned: always
+      type: dict
+      contains:
+        url:
+          description: Base URL.
+          type: str
+          returned: always
+        method:
+          description: HTTP method.
+          type: str
+          returned: always
+        path:
+          description: Request path template.
+          type: str
+          returned: always
+        run_id:
+          description: Identifier of the run (the C({run}) substitution).
+          type: str
+          returned: always
+        check_mode:
+          description: Whether this was only a plan.
+          type: bool
+          returned: always
+        target_rate:
+          description: Target rate, req/s.
+          type: float
+          returned: always
+        duration_s:
+          description: Planned measured duration, s.
+          type: float
+          returned: always
+        warmup_s:
+          description: Warm-up duration, s.
+          type: float
+          returned: always
+        planned:
+          description: Requests planned in the measured window.
+          type: int
+          returned: always
+          sample: 1000
+        warmup_planned:
+          description: Warm-up requests planned.
+          type: int
+          returned: always
+        max_in_flight:
+          description: The cap on outstanding requests.
+          type: int
+          returned: always
+        sent:
+          description: Requests of the measured window that were sent.
+          type: int
+          returned: always
+        ok:
+          description: Requests answered with a 2xx status.
+          type: int
+          returned: always
+        errors:
+          description: Sent requests that got a non-2xx status or a transport error.
+          type: int
+          returned: always
+        dropped:
+          description: Requests not sent because O(max_in_flight) requests were outstanding.
+          type: int
+          returned: always
+        actual_duration_s:
+          description: Measured window from the first intended start to the last send, plus one interval.
+          type: float
+          returned: when not in check mode
+        wall_time_s:
+          description: Time of the whole run, warm-up and the wait for the last answers included.
+          type: float
+          returned: when not in check mode
+        achieved_rate:
+          description: RV(ansible_facts.cynic_stress.sent) over RV(ansible_facts.cynic_stress.actual_duration_s).
+          type: float
+          returned: when not in check mode
+        ok_rate:
+          description: RV(ansible_facts.cynic_stress.ok) over RV(ansible_facts.cynic_stress.actual_duration_s).
+          type: float
+          returned: when not in check mode
+        rate_ratio:
+          description: Achieved rate over target rate.
+          type: float
+          returned: when not in check mode
+        error_rate:
+          description: Errors plus dropped requests, over planned requests.
+          type: float
+          returned: when not in check mode
+        status_codes:
+          description: Count of answers by HTTP status (keys are strings).
+          type: dict
+          returned: when not in check mode
+          sample: {"200": 998, "503": 2}
+        errors_by_class:
+          description:
+            - Count of failed requests by class, C(http_4xx), C(http_5xx), C(http_other), C(timeout), C(connection),
+              C(disconnected), C(payload), C(client), C(cancelled) or C(other).
+          type: dict
+          returned: when not in check mode
+        latency_ms:
+          description:
+            - Latency of every sent request until its answer or its error, in ms, with keys C(p50), C(p90), C(p95),
+              C(p99), C(p99_9), C(max) and C(mean) (nearest-rank percentiles; null without samples).
+          type: dict
+          returned: when not in check mode
+          contains:
+            intended:
+              description: From the intended start (coordinated omission corrected). Thresholds use these.
+              type: dict
+              returned: when not in check mode
+            actual:
+              description: From the actual send.
+              type: dict
+              returned: when not in check mode
+        scheduler_lag_ms:
+          description: Actual send (or drop) minus intended start, C(p50), C(p99) and C(max), in ms.
+          type: dict
+          returned: when not in check mode
+        generator_saturated:
+          description: Whether the generator itself fell behind (see O(saturation_lag_ms)).
+          type: bool
+          returned: always
+        saturation_reasons:
+          description: Why the generator is considered saturated.
+          type: list
+          elements: str
+          returned: when not in check mode
+        peak_in_flight:
+          description: Largest number of outstanding requests seen.
+          type: int
+          returned: when not in check mode
+        instances:
+          description: Count of answers by C(X-Instance-ID) header.
+          type: dict
+          returned: when not in check mode
+          sample: {"cynic-1": 334, "cynic-2": 333, "cynic-3": 333}
+        instance_shares:
+          description: Share of all answers (with or without the header) by instance.
+          type: dict
+          returned: when not in check mode
+        instances_distinct:
+          description: Number of distinct instances that answered.
+          type: int
+          returned: when not in check mode
+        responses_without_instance:
+          description: Answers without the C(X-Instance-ID) header.
+          type: int
+          returned: when not in check mode
+        q_score:
+          description: C(count), C(mean), C(min) and C(max) of the C(q_score) of the 200 answers.
+          type: dict
+          returned: when not in check mode
+        invalid_json:
+          description: 200 answers whose body was not JSON.
+          type: int
+          returned: when not in check mode
+        judgment_ids:
+          description:
+            - Sorted distinct C(judgment_id) of every 200 answer, warm-up included (each of them must be stored).
+          type: list
+          elements: str
+          returned: when O(return_judgment_ids=true) and not in check mode
+        judgment_ids_count:
+          description: Number of distinct judgment ids.
+          type: int
+          returned: when not in check mode
+        judgment_ids_sha256:
+          description: sha256 of the sorted distinct judgment ids joined by newlines.
+          type: str
+          returned: when not in check mode
+        timeline:
+          description:
+            - One entry per second of the measured window, by intended start, with C(second), C(sent), C(ok),
+              C(errors), C(dropped), C(p50_ms) and C(p99_ms) (latency from the intended start).
+          type: list
+          elements: dict
+          returned: when not in check mode
+        event_loop:
+          description: C(uvloop) or C(asyncio).
+          type: str
+          returned: when not in check mode
+        thresholds:
+          description: The thresholds in force.
+          type: dict
+          returned: when not in check mode
+        threshold_failures:
+          description: One sentence per broken threshold.
+          type: list
+          elements: str
+          returned: always
+        passed:
+          description: True when no threshold was broken.
+          type: bool
+          returned: when not in check mode
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.cynic.cluster.plugins.module_utils.cynic_load import (
+    AIOHTTP_IMPORT_ERROR,
+    DEFAULT_BODY,
+    HAS_AIOHTTP,
+    LoadConfig,
+    LoadError,
+    Thresholds,
+    plan,
+    run_load,
+)
+
+THRESHOLD_KEYS = ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms', 'expected_instances',
+                  'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated')
+
+
+def argument_spec():
+    return dict(
+        url=dict(type='str', required=True),
+        path=dict(type='str', default='/judge'),
+        method=dict(type='str', default='POST'),
+        body=dict(type='raw', default=DEFAULT_BODY),
+        headers=dict(type='dict'),
+        rate=dict(type='float', default=100),
+        duration=dict(type='float', default=10),
+        warmup=dict(type='float', default=0),
+        max_in_flight=dict(type='int', default=256),
+        timeout=dict(type='float', default=10),
+        use_cookies=dict(type='bool', default=False),
+        validate_certs=dict(type='bool', default=True),
+        run_id=dict(type='str'),
+        parse_body=dict(type='bool', default=True),
+        return_judgment_ids=dict(type='bool', default=True),
+        saturation_lag_ms=dict(type='float', default=20),
+        fail_if_saturated=dict(type='bool', default=False),
+        fail_on_thresholds=dict(type='bool', default=True),
+        min_rate_ratio=dict(type='float'),
+        max_error_rate=dict(type='float'),
+        max_p95_ms=dict(type='float'),
+        max_p99_ms=dict(type='float'),
+        expected_instances=dict(type='list', elements='str'),
+        min_instance_share=dict(type='float'),
+        q_score_min=dict(type='float'),
+        q_score_max=dict(type='float'),
+    )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+
+    if not HAS_AIOHTTP:
+        module.fail_json(msg=missing_required_lib('aiohttp'), exception=AIOHTTP_IMPORT_ERROR)
+
+    try:
+        config = LoadConfig(
+            url=params['url'], rate=params['rate'], duration=params['duration'], warmup=params['warmup'],
+            max_in_flight=params['max_in_flight'], method=params['method'], path=params['path'],
+            body=params['body'], headers=params['headers'], timeout=params['timeout'],
+            use_cookies=params['use_cookies'], validate_certs=params['validate_certs'], run_id=params['run_id'],
+            parse_body=params['parse_body'], return_judgment_ids=params['return_judgment_ids'],
+            saturation_lag_ms=params['saturation_lag_ms'],
+        )
+    except LoadError as exc:
+        module.fail_json(msg=str(exc))
+
+    if module.check_mode:
+        module.exit_json(changed=False, ansible_facts={'cynic_stress': plan(config)})
+
+    thresholds = Thresholds(**dict((key, params[key]) for key in THRESHOLD_KEYS))
+    try:
+        facts = run_load(config, thresholds=thresholds)
+    except LoadError as exc:
+        module.fail_json(msg=str(exc))
+
+    failures = facts['threshold_failures']
+    if failures and params['fail_on_thresholds']:
+        module.fail_json(
+            msg='%d threshold(s) broken: %s' % (len(failures), '; '.join(failures)),
+            threshold_failures=failures,
+            ansible_facts={'cynic_stress': facts},
+        )
+    module.exit_json(changed=False, ansible_facts={'cynic_stress': facts})
+
+
+if __name__ == '__main__':
+    main()

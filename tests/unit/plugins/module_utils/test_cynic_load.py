@@ -1,0 +1,362 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2025, CYNIC cluster team
+# MIT License (see LICENSE or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The load engine against local servers with known behaviour.
+
+These tests check the generator (schedule, statistics, saturation detection), not the speed of any
+service: every server here is a few lines of aiohttp on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import pytest
+
+aiohttp = pytest.importorskip('aiohttp')
+web = pytest.importorskip('aiohttp.web')
+
+# pylint: disable=wrong-import-position
+from ansible_collections.cynic.cluster.plugins.module_utils import cynic_load as cl
+
+
+def judge(delay=0.0, instances=('cynic-1',), status=200):
+    """A /judge that answers after ``delay`` with a new judgment id and a known q_score."""
+    async def handler(server, request):
+        body = await request.read()
+        number = server.stats['requests']
+        server.stats['bodies'].append(body)
+        server.stats['headers'].append(dict(request.headers))
+        if delay:
+            await asyncio.sleep(delay)
+        doc = {'judgment_id': 'j-%d' % number, 'q_score': float(number % 100), 'verdict': 'GROWL'}
+        return web.json_response(doc, status=status, headers={'X-Instance-ID': instances[number % len(instances)]})
+    return handler
+
+
+def freezing(freeze_after, freeze_for):
+    """Answers at once, except that it freezes once: every request that arrives between
+    ``freeze_after`` and ``freeze_after + freeze_for`` seconds after the first one waits until the end
+    of the freeze (a stop-the-world pause)."""
+    state = {'frozen': 0}
+
+    async def handler(server, request):
+        await request.read()
+        now = time.perf_counter()
+        begin = state.setdefault('first', now) + freeze_after
+        end = begin + freeze_for
+        if begin <= now < end:
+            state['frozen'] += 1
+            await asyncio.sleep(end - now)
+        return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 50.0})
+    return handler, state
+
+
+async def closed_loop(url, rate, duration):
+    """The naive client that the open loop replaces: send, await the answer, sleep 1/rate."""
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        stop = time.perf_counter() + duration
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            async with session.post(url + '/judge', json={'content': 'x'}) as resp:
+                await resp.read()
+            latencies.append((time.perf_counter() - start) * 1000.0)
+            await asyncio.sleep(1.0 / rate)
+    return sorted(latencies)
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))
+    assert cl.percentile(values, 50) == 50
+    assert cl.percentile(values, 99) == 99
+    assert cl.percentile(values, 99.9) == 100
+    assert cl.percentile([7], 99.9) == 7
+    assert cl.percentile([], 50) is None
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'url': 'ftp://x'}, 'url'),
+    ({'rate': 0}, 'rate'),
+    ({'duration': -1}, 'duration'),
+    ({'rate': 0.1, 'duration': 1}, 'no request'),
+    ({'max_in_flight': 0}, 'max_in_flight'),
+    ({'path': 'judge'}, 'path'),
+    ({'warmup': -2}, 'warmup'),
+])
+def test_config_is_validated(kwargs, message):
+    args = {'url': 'http://127.0.0.1:1'}
+    args.update(kwargs)
+    with pytest.raises(cl.LoadError, match=message):
+        cl.LoadConfig(**args)
+
+
+def test_plan_sends_nothing():
+    facts = cl.plan(cl.LoadConfig('http://127.0.0.1:1', rate=50, duration=4, warmup=2, timeout=3))
+    assert facts['check_mode'] is True
+    assert (facts['planned'], facts['warmup_planned'], facts['sent']) == (200, 100, 0)
+    assert facts['expected_wall_time_s'] == 6.0 and facts['max_wall_time_s'] == 9.0
+
+
+def test_a_50ms_server_gives_a_50ms_median(http_server):
+    server = http_server([('POST', '/judge', judge(delay=0.050))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=40, duration=3, warmup=0.5))
+    assert (facts['planned'], facts['sent'], facts['ok'], facts['dropped']) == (120, 120, 120, 0)
+    intended, actual = facts['latency_ms']['intended'], facts['latency_ms']['actual']
+    print('50 ms server: intended %s actual %s lag %s' % (intended, actual, facts['scheduler_lag_ms']))
+    assert 50.0 <= actual['p50'] <= 65.0, actual
+    assert 50.0 <= intended['p50'] <= 65.0, intended
+    assert intended['p50'] >= actual['p50']
+    assert facts['status_codes'] == {'200': 120}
+    assert facts['errors_by_class'] == {}
+    assert not facts['generator_saturated'], facts['saturation_reasons']
+    # 20 warm-up requests were sent but are in no statistic (their ids are kept)
+    assert server.stats['requests'] == 140
+    assert facts['judgment_ids_count'] == 140
+
+
+def test_a_freeze_shows_in_the_tail_where_a_closed_loop_hides_it(http_server):
+    """100 req/s for 10 s; the server freezes once for 1 s: about a tenth of the requests wait.
+
+    The open loop keeps sending during the freeze, so its p95/p99 (from the intended start) are
+    hundreds of ms. A closed-loop client sends one request during the freeze, and its p99 stays a
+    few ms: coordinated omission.
+    """
+    handler, state = freezing(freeze_after=3.0, freeze_for=1.0)
+    server = http_server([('POST', '/judge', handler)])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=100, duration=10))
+    assert facts['sent'] == 1000 and facts['ok'] == 1000
+    assert 85 <= state['frozen'] <= 115, state  # about a tenth
+    intended = facts['latency_ms']['intended']
+    assert intended['p50'] < 25.0, intended
+    assert 300.0 <= intended['p95'] <= 700.0, intended
+    assert 750.0 <= intended['p99'] <= 1100.0, intended
+    assert 900.0 <= intended['max'] <= 1300.0, intended
+    # the timeline puts the freeze in its second(s), the other seconds stay fast
+    slow = [entry['second'] for entry in facts['timeline'] if entry['p99_ms'] > 100.0]
+    assert 1 <= len(slow) <= 2 and 3 in slow, facts['timeline']
+    assert sum(entry['sent'] for entry in facts['timeline']) == 1000
+
+    handler2, state2 = freezing(freeze_after=2.0, freeze_for=1.0)
+    server2 = http_server([('POST', '/judge', handler2)])
+    closed = asyncio.run(closed_loop(server2.url, rate=100, duration=5))
+    closed_p99 = cl.percentile(closed, 99)
+    print('freeze: frozen %d, open loop intended %s; closed loop sent %d, p50 %.1f p95 %.1f p99 %.1f max %.1f'
+          % (state['frozen'], intended, len(closed), cl.percentile(closed, 50), cl.percentile(closed, 95),
+             closed_p99, closed[-1]))
+    assert state2['frozen'] == 1  # the closed loop waited instead of sending
+    assert len(closed) < 0.9 * 500  # and it fell short of its planned rate without saying so
+    assert closed_p99 < 50.0, closed_p99
+    assert intended['p99'] > 10 * closed_p99
+    assert intended['p95'] > 5 * cl.percentile(closed, 95)
+
+
+def test_200_per_second_for_5_seconds_is_kept_within_1_percent(http_server):
+    server = http_server([('POST', '/judge', judge())])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=200, duration=5, warmup=0.5))
+    assert (facts['planned'], facts['sent'], facts['dropped']) == (1000, 1000, 0)
+    print('200 req/s: achieved %s over %s s, lag %s' % (facts['achieved_rate'], facts['actual_duration_s'],
+                                                      facts['scheduler_lag_ms']))
+    assert abs(facts['achieved_rate'] / 200.0 - 1.0) <= 0.01, facts['achieved_rate']
+    assert abs(facts['rate_ratio'] - 1.0) <= 0.01
+    assert abs(facts['actual_duration_s'] - 5.0) <= 0.05
+    assert [entry['sent'] for entry in facts['timeline']] == [200] * 5
+    assert facts['scheduler_lag_ms']['p50'] < 5.0, facts['scheduler_lag_ms']
+
+
+def _blocking_hog(block_s, every_s, start_s, until_s=None):
+    """A coroutine factory that runs the load while a callback blocks the event loop."""
+    async def run(config):
+        loop = asyncio.get_running_loop()
+        state = {'stop': False, 'blocks': 0}
+        began = time.perf_counter()
+
+        def hog():
+            if state['stop'] or (until_s is not None and time.perf_counter() - began > until_s):
+                return
+            state['blocks'] += 1
+            time.sleep(block_s)  # the loop can do nothing else meanwhile
+            if every_s:
+                loop.call_later(every_s, hog)
+
+        loop.call_later(start_s, hog)
+        try:
+            return await cl.run_async(config), state
+        finally:
+            state['stop'] = True
+    return run
+
+
+def test_a_starved_generator_is_flagged_not_reported_clean(http_server):
+    server = http_server([('POST', '/judge', judge())])
+    config = cl.LoadConfig(server.url, rate=200, duration=3)
+    # 60 ms of every 100 ms the loop is held by someone else
+    facts, state = asyncio.run(_blocking_hog(0.060, 0.040, 0.1)(config))
+    assert state['blocks'] >= 20
+    print('starved: saturated %s, lag %s, reasons %s' % (facts['generator_saturated'], facts['scheduler_lag_ms'],
+                                                         facts['saturation_reasons']))
+    assert facts['generator_saturated'] is True
+    assert any('lag' in reason for reason in facts['saturation_reasons']), facts['saturation_reasons']
+    assert facts['scheduler_lag_ms']['p99'] > 20.0
+    # the lag is counted in the latency from the intended start
+    assert facts['latency_ms']['intended']['p99'] > facts['latency_ms']['actual']['p99']
+    # the schedule still sent everything (late requests are sent at once, not skipped)
+    assert facts['sent'] == 600
+    cl.apply_thresholds(facts, cl.Thresholds(fail_if_saturated=True))
+    assert facts['passed'] is False
+    assert 'saturated' in facts['threshold_failures'][0]
+
+
+def test_a_generator_that_falls_behind_the_rate_is_flagged(http_server):
+    server = http_server([('POST', '/judge', judge())])
+    config = cl.LoadConfig(server.url, rate=200, duration=2)
+    # one 400 ms block just before the end: the last requests leave up to 0.4 s late
+    facts, dummy = asyncio.run(_blocking_hog(0.400, 0, 1.75)(config))
+    print('behind: rate_ratio %s, reasons %s' % (facts['rate_ratio'], facts['saturation_reasons']))
+    assert facts['generator_saturated'] is True
+    assert any('issued' in reason for reason in facts['saturation_reasons']), facts['saturation_reasons']
+    assert facts['rate_ratio'] < 0.97  # 2 s of requests over about 2.15 s
+
+
+def test_max_in_flight_drops_are_counted(http_server):
+    server = http_server([('POST', '/judge', judge(delay=0.3))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=100, duration=2, max_in_flight=5))
+    assert facts['planned'] == 200
+    print('max_in_flight 5: sent %d dropped %d, server peak %d' % (facts['sent'], facts['dropped'],
+                                                                  server.stats['peak_in_flight']))
+    assert facts['sent'] + facts['dropped'] == 200
+    assert facts['dropped'] >= 120, facts  # about 5 / 0.3 s = 17 req/s can be served
+    assert facts['peak_in_flight'] == 5
+    assert server.stats['peak_in_flight'] <= 5
+    assert facts['error_rate'] >= facts['dropped'] / 200.0
+    assert sum(entry['dropped'] for entry in facts['timeline']) == facts['dropped']
+    assert 'dropped' not in facts['errors_by_class']
+    failures = cl.evaluate_thresholds(facts, cl.Thresholds(max_error_rate=0.01, min_rate_ratio=0.99))
+    assert len(failures) == 2
+
+
+def test_errors_are_classified(http_server, closed_port):
+    slow = http_server([('POST', '/judge', judge(delay=2.0))])
+    facts = cl.run_load(cl.LoadConfig(slow.url, rate=20, duration=1, timeout=0.3))
+    assert facts['errors_by_class'] == {'timeout': 20}
+    assert facts['ok'] == 0 and facts['error_rate'] == 1.0
+    assert facts['wall_time_s'] < 2.0
+
+    broken = http_server([('POST', '/judge', judge(status=503))])
+    facts = cl.run_load(cl.LoadConfig(broken.url, rate=20, duration=1))
+    assert facts['status_codes'] == {'503': 20}
+    assert facts['errors_by_class'] == {'http_5xx': 20}
+    assert facts['q_score']['count'] == 0 and facts['judgment_ids_count'] == 0
+
+    facts = cl.run_load(cl.LoadConfig('http://127.0.0.1:%d' % closed_port, rate=20, duration=0.5))
+    assert facts['errors_by_class'] == {'connection': 10}
+    assert facts['sent'] == 10 and facts['status_codes'] == {}
+
+
+def test_instances_q_scores_and_judgment_ids(http_server):
+    server = http_server([('POST', '/judge', judge(instances=('cynic-1', 'cynic-2', 'cynic-3')))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=100, duration=1.5, warmup=0.3))
+    assert facts['instances_distinct'] == 3
+    assert sum(facts['instances'].values()) == 150
+    for share in facts['instance_shares'].values():
+        assert abs(share - 1 / 3.0) < 0.02
+    q_stats = facts['q_score']
+    assert q_stats['count'] == 150 and q_stats['min'] >= 0 and q_stats['max'] <= 99
+    assert 30 <= q_stats['mean'] <= 70
+    ids = facts['judgment_ids']
+    assert len(ids) == facts['judgment_ids_count'] == 180  # warm-up included
+    assert ids == sorted(ids)
+    assert facts['judgment_ids_sha256'] == hashlib.sha256('\n'.join(ids).encode()).hexdigest()
+
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5, return_judgment_ids=False))
+    assert 'judgment_ids' not in facts and facts['judgment_ids_count'] == 25
+
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5, parse_body=False))
+    assert facts['judgment_ids_count'] == 0 and facts['q_score']['count'] == 0 and facts['ok'] == 25
+
+
+def test_default_and_templated_bodies(http_server):
+    server = http_server([('POST', '/judge', judge())])
+    cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5, warmup=0.2))
+    docs = [json.loads(body) for body in server.stats['bodies']]
+    assert sorted(doc['content'] for doc in docs) == sorted('Test code %d' % i for i in range(35))
+    assert docs[0]['reality'] == 'CODE' and docs[0]['analysis'] == 'JUDGE' and docs[0]['budget_usd'] == 0.01
+    assert server.stats['headers'][0]['Content-Type'] == 'application/json'
+
+    server = http_server([('POST', '/judge', judge())])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=40, duration=0.5, run_id='r7',
+                                      body={'content': 'run {run} cell {i}'}, headers={'X-Test': 'yes'}))
+    contents = sorted(json.loads(body)['content'] for body in server.stats['bodies'])
+    assert contents == sorted('run r7 cell %d' % i for i in range(20))
+    assert facts['run_id'] == 'r7'
+    assert server.stats['headers'][0]['X-Test'] == 'yes'
+
+
+def test_cookies_are_off_unless_asked(http_server):
+    async def sticky(server, request):
+        await request.read()
+        if request.cookies.get('route') == 'b':
+            server.stats['with_cookie'] = server.stats.get('with_cookie', 0) + 1
+        resp = web.json_response({'judgment_id': 'x', 'q_score': 1.0})
+        resp.set_cookie('route', 'b')
+        return resp
+
+    server = http_server([('POST', '/judge', sticky)])
+    cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.6))
+    assert server.stats.get('with_cookie', 0) == 0
+
+    server = http_server([('POST', '/judge', sticky)])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.6, use_cookies=True))
+    assert facts['use_cookies'] is True
+    assert server.stats['with_cookie'] >= 28  # all but the first request(s)
+
+
+def test_progress_is_reported_every_second(http_server):
+    server = http_server([('POST', '/judge', judge())])
+    snapshots = []
+    cl.run_load(cl.LoadConfig(server.url, rate=50, duration=2.5), progress=snapshots.append)
+    assert [snap['phase'] for snap in snapshots] == ['measure', 'measure', 'done']
+    assert [snap['elapsed_s'] for snap in snapshots[:2]] == [1, 2]
+    last = snapshots[-1]
+    assert last['sent'] == 125 and last['ok'] == 125 and last['in_flight'] == 0
+    assert snapshots[0]['p99_ms'] is not None and 40 <= snapshots[0]['sent'] <= 60
+
+
+def test_thresholds_list_every_broken_limit():
+    facts = {
+        'target_rate': 100.0, 'achieved_rate': 90.0, 'rate_ratio': 0.9, 'error_rate': 0.05, 'errors': 5,
+        'dropped': 0, 'latency_ms': {'intended': {'p95': 300.0, 'p99': 900.0}},
+        'instances': {'a': 70, 'b': 30}, 'instance_shares': {'a': 0.7, 'b': 0.3},
+        'q_score': {'count': 10, 'mean': 50.0, 'min': -1.0, 'max': 101.0},
+        'generator_saturated': True, 'saturation_reasons': ['lag'],
+    }
+    limits = cl.Thresholds(min_rate_ratio=0.99, max_error_rate=0.01, max_p95_ms=200, max_p99_ms=500,
+                           expected_instances=['a', 'b', 'c'], min_instance_share=0.25, q_score_min=0,
+                           q_score_max=100, fail_if_saturated=True)
+    failures = cl.evaluate_thresholds(facts, limits)
+    assert len(failures) == 8, failures
+    text = '\n'.join(failures)
+    for word in ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms', 'instance c',
+                 'q_score_min', 'q_score_max', 'saturated'):
+        assert word in text
+    loose = cl.Thresholds(min_rate_ratio=0.8, max_error_rate=0.1, max_p95_ms=400, max_p99_ms=1000,
+                          expected_instances=['a', 'b'], min_instance_share=0.25, q_score_min=-5, q_score_max=200)
+    assert not cl.evaluate_thresholds(facts, loose)
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(expected_instances=['z'])) == ['instance z never answered']
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(min_instance_share=0.5)) == [
+        'instance b answered 0.3000 of the responses, below min_instance_share 0.5']
+    empty = dict(facts, q_score={'count': 0, 'mean': None, 'min': None, 'max': None})
+    assert cl.evaluate_thresholds(empty, cl.Thresholds(q_score_min=0)) == [
+        'no q_score was observed in any 200 response']
+
+
+def test_summary_renders(http_server):
+    server = http_server([('POST', '/judge', judge(instances=('a', 'b')))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5), thresholds=cl.Thresholds(max_p99_ms=0.0001))
+    text = cl.format_summary(facts)
+    assert 'intended' in text and 'FAILED thresholds' in text and 'a: ' in text
+    assert 'planned requests' in cl.format_summary(cl.plan(cl.LoadConfig(server.url)))

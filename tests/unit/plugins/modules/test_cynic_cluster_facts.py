@@ -1,0 +1,304 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2025, CYNIC cluster team
+# MIT License (see LICENSE or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The cynic_cluster_facts module against fake /health servers and SurrealDB /sql endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+web = pytest.importorskip('aiohttp.web')
+
+# pylint: disable=wrong-import-position
+from ansible_collections.cynic.cluster.plugins.modules import cynic_cluster_facts
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+STANDIN = os.path.join(REPO_ROOT, 'tests', 'standins', 'surreal', 'surreal')
+PASSWORD = 'S3cret-pass'
+
+
+def health(status, instance_id, http_status=200):
+    async def handler(server, request):  # pylint: disable=unused-argument
+        doc = {'status': status, 'instance_id': instance_id, 'version': '0.1.0', 'uptime_s': 12.5,
+               'storage': {'surreal': 'connected'}, 'llm': {'ollama': 'reachable', 'models': []},
+               'judgments_total': 7}
+        return web.json_response(doc, status=http_status)
+    return handler
+
+
+def instance(http_server, status='alive', instance_id='cynic-1', http_status=200):
+    return http_server([('GET', '/health', health(status, instance_id, http_status))])
+
+
+def _split(text):
+    return [part.strip() for part in text.split(';') if part.strip()]
+
+
+def surreal_sql(execute, user='root', password=PASSWORD):
+    """A /sql endpoint with SurrealDB's authentication and namespace headers; ``execute(statement)``
+    gives each statement's result (or raises ValueError for an error result)."""
+    expected = 'Basic ' + base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
+
+    async def handler(server, request):
+        if request.headers.get('Authorization') != expected:
+            return web.json_response({'code': 401, 'details': 'Authentication failed'}, status=401)
+        if (request.headers.get('Surreal-NS'), request.headers.get('Surreal-DB')) != ('cynic', 'cynic'):
+            return web.json_response({'code': 400, 'details': 'Specify a namespace and a database'}, status=400)
+        if 'application/json' not in request.headers.get('Accept', ''):
+            return web.Response(status=415)
+        text = (await request.read()).decode()
+        server.stats['bodies'].append(text)
+        out = []
+        for statement in _split(text):
+            try:
+                out.append({'status': 'OK', 'time': '10µs', 'result': await execute(statement)})
+            except ValueError as exc:
+                out.append({'status': 'ERR', 'time': '10µs', 'result': str(exc)})
+        return web.json_response(out)
+    return handler
+
+
+def fake_engine(records):
+    """Answers exactly the statements that the module sends, from a list of (cell_id, judgment_id)."""
+    grouped = '(SELECT cell_id, count() AS n FROM judgment GROUP BY cell_id)'
+
+    async def execute(statement):
+        counts = {}
+        for cell, dummy in records:
+            counts[cell] = counts.get(cell, 0) + 1
+        dupes = sorted((cell, n) for cell, n in counts.items() if n > 1)
+        if statement == 'SELECT count() FROM judgment GROUP ALL':
+            return [{'count': len(records)}] if records else []
+        if statement == 'SELECT count() FROM %s WHERE n > 1 GROUP ALL' % grouped:
+            return [{'count': len(dupes)}] if dupes else []
+        if statement.startswith('SELECT cell_id AS cell_id, n AS copies FROM %s WHERE n > 1 LIMIT ' % grouped):
+            limit = int(statement.rsplit(' ', 1)[1])
+            return [{'cell_id': cell, 'copies': n} for cell, n in dupes][:limit]
+        if statement == 'SELECT VALUE judgment_id FROM judgment':
+            return [jid for dummy, jid in records]
+        raise ValueError('Parse error: unexpected statement %r' % statement)
+    return execute
+
+
+RECORDS = [('c1', 'j1'), ('c2', 'j2'), ('c3', 'j3'), ('c3', 'j3b'), ('c4', 'j4')]
+
+
+def test_documentation_matches_the_argument_spec():
+    options = yaml.safe_load(cynic_cluster_facts.DOCUMENTATION)['options']
+    spec = cynic_cluster_facts.argument_spec()
+    assert sorted(options) == sorted(spec)
+    for name, arg in spec.items():
+        doc = options[name]
+        for key, fallback in (('type', 'str'), ('default', None), ('required', False), ('elements', None),
+                              ('choices', None)):
+            assert doc.get(key, fallback) == arg.get(key, fallback), (name, key)
+    assert spec['surreal_password']['no_log'] is True
+    yaml.safe_load(cynic_cluster_facts.EXAMPLES)
+    assert 'cynic_cluster' in yaml.safe_load(cynic_cluster_facts.RETURN)['ansible_facts']['contains']
+
+
+def test_health_of_every_instance(http_server, run_module, closed_port):
+    one = instance(http_server, 'alive', 'cynic-1')
+    two = instance(http_server, 'degraded', 'cynic-2')
+    three = instance(http_server, 'unavailable', 'cynic-3', http_status=503)
+    result, failed = run_module(cynic_cluster_facts.main, {'instances': [one.url, two.url + '/', three.url]})
+    assert not failed and result['changed'] is False
+    facts = result['ansible_facts']['cynic_cluster']
+    assert [item['status'] for item in facts['instances']] == ['alive', 'degraded', 'unavailable']
+    assert [item['http_status'] for item in facts['instances']] == [200, 200, 503]
+    assert [item['healthy'] for item in facts['instances']] == [True, True, False]
+    assert facts['instances'][1]['url'] == two.url
+    assert facts['instances'][0]['judgments_total'] == 7
+    assert facts['all_healthy'] is False and facts['healthy_count'] == 2
+    assert facts['instance_ids'] == ['cynic-1', 'cynic-2', 'cynic-3'] and facts['instance_ids_distinct'] is True
+    assert facts['surreal']['queried'] is False and facts['missing_judgments'] is None
+
+    # by host and ports, with one port that nothing listens on; degraded refused on demand
+    ports = [one.port, two.port, closed_port]
+    result, failed = run_module(cynic_cluster_facts.main, {'host': '127.0.0.1', 'ports': ports,
+                                                           'accept_degraded': False, 'timeout': 2})
+    facts = result['ansible_facts']['cynic_cluster']
+    assert [item['healthy'] for item in facts['instances']] == [True, False, False]
+    assert facts['instances'][2]['reachable'] is False and facts['instances'][2]['error']
+    assert facts['instance_ids'] == ['cynic-1', 'cynic-2', None]
+    assert facts['instance_ids_distinct'] is False
+
+
+def test_duplicate_instance_ids_are_reported(http_server, run_module):
+    one = instance(http_server, 'alive', 'cynic-1')
+    two = instance(http_server, 'alive', 'cynic-1')
+    result, dummy = run_module(cynic_cluster_facts.main, {'instances': [one.url, two.url]})
+    facts = result['ansible_facts']['cynic_cluster']
+    assert facts['all_healthy'] is True
+    assert facts['instance_ids_distinct'] is False and facts['duplicate_instance_ids'] == ['cynic-1']
+
+
+def test_surreal_counts_duplicates_and_missing_judgments(http_server, run_module):
+    surreal = http_server([('POST', '/sql', surreal_sql(fake_engine(RECORDS)))])
+    one = instance(http_server, 'alive', 'cynic-1')
+    stress = {'judgment_ids': ['j1', 'j2', 'j5'], 'judgment_ids_count': 3}
+    args = {'instances': [one.url], 'surreal_url': surreal.url, 'surreal_password': PASSWORD,
+            'judgment_ids': ['j3', 'j9'], 'stress_facts': stress, '_ansible_check_mode': True}
+    result, failed = run_module(cynic_cluster_facts.main, args)
+    assert not failed, result
+    facts = result['ansible_facts']['cynic_cluster']
+    assert facts['surreal']['reachable'] is True and facts['surreal']['error'] is None
+    assert facts['judgment_count'] == 5
+    assert facts['duplicate_cells'] == 1
+    assert facts['surreal']['duplicate_examples'] == [{'cell_id': 'c3', 'copies': 2}]
+    assert facts['judgments_checked'] == 5
+    assert facts['missing_judgments'] == 2 and facts['missing_judgment_ids'] == ['j5', 'j9']
+    assert PASSWORD not in json.dumps(result)
+    assert len(surreal.stats['bodies']) == 1  # one round trip
+
+    # an empty table, without ids to check
+    empty = http_server([('POST', '/sql', surreal_sql(fake_engine([])))])
+    result, dummy = run_module(cynic_cluster_facts.main, {'surreal_url': empty.url, 'surreal_password': PASSWORD})
+    facts = result['ansible_facts']['cynic_cluster']
+    assert (facts['judgment_count'], facts['duplicate_cells'], facts['missing_judgments']) == (0, 0, None)
+    assert 'VALUE' not in empty.stats['bodies'][0]
+
+
+def test_surreal_errors_are_reported_not_raised(http_server, run_module, closed_port):
+    surreal = http_server([('POST', '/sql', surreal_sql(fake_engine(RECORDS)))])
+    result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': surreal.url, 'surreal_password': 'wrong'})
+    assert not failed
+    facts = result['ansible_facts']['cynic_cluster']
+    assert facts['surreal']['reachable'] is True and '401' in facts['surreal']['error']
+    assert facts['judgment_count'] is None
+
+    result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': 'http://127.0.0.1:%d' % closed_port,
+                                                           'surreal_password': PASSWORD})
+    facts = result['ansible_facts']['cynic_cluster']
+    assert facts['surreal']['reachable'] is False and 'not reachable' in facts['surreal']['error']
+
+    result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': surreal.url, 'surreal_password': PASSWORD,
+                                                           'cell_field': 'cell_id; REMOVE TABLE judgment'})
+    assert failed and 'identifier' in result['msg']
+
+    result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': surreal.url, 'surreal_password': PASSWORD,
+                                                           'surreal_table': 'verdicts'})
+    facts = result['ansible_facts']['cynic_cluster']
+    assert 'Parse error' in facts['surreal']['error']
+
+
+def test_arguments_are_checked(run_module):
+    result, failed = run_module(cynic_cluster_facts.main, {})
+    assert failed and 'one of the following is required' in result['msg']
+    result, failed = run_module(cynic_cluster_facts.main, {'instances': ['http://a'], 'ports': [1]})
+    assert failed and 'mutually exclusive' in result['msg']
+
+
+def test_real_surrealql_engine(http_server, run_module):
+    """The same statements on SurrealDB's own engine (the surrealdb-embedded wheel, in memory)."""
+    surrealdb = pytest.importorskip('surrealdb', reason='the surrealdb SDK with surrealdb-embedded is not installed')
+    pytest.importorskip('surrealdb_embedded', reason='surrealdb-embedded is not installed')
+    state = {}
+
+    async def execute(statement):
+        if 'db' not in state:
+            state['db'] = surrealdb.AsyncSurreal('mem://')
+            await state['db'].connect()
+            await state['db'].use('cynic', 'cynic')
+            for cell, jid in RECORDS:
+                await state['db'].query("CREATE judgment SET cell_id = '%s', judgment_id = '%s'" % (cell, jid))
+        try:
+            return await state['db'].query(statement)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise ValueError(str(exc))
+
+    surreal = http_server([('POST', '/sql', surreal_sql(execute))])
+    result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': surreal.url, 'surreal_password': PASSWORD,
+                                                           'judgment_ids': ['j1', 'j3b', 'j7']})
+    assert not failed
+    facts = result['ansible_facts']['cynic_cluster']
+    assert facts['surreal']['error'] is None, facts['surreal']
+    assert (facts['judgment_count'], facts['duplicate_cells']) == (5, 1)
+    assert facts['surreal']['duplicate_examples'] == [{'cell_id': 'c3', 'copies': 2}]
+    assert (facts['missing_judgments'], facts['missing_judgment_ids']) == (1, ['j7'])
+
+
+def _http(url, data=None, headers=None):
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method='POST' if data else 'GET')
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.skipif(not os.path.isfile(STANDIN),
+                    reason='the SurrealDB stand-in tests/standins/surreal/surreal does not exist (yet)')
+def test_against_the_surrealdb_standin(run_module, closed_port):
+    """One run against the project's SurrealDB stand-in, started as the role starts `surreal start`."""
+    for name in ('surrealdb_embedded', 'cbor2'):
+        pytest.importorskip(name, reason='the stand-in needs %s in this python' % name)
+    home = tempfile.mkdtemp(prefix='cynic-surreal-')
+    url = 'http://127.0.0.1:%d' % closed_port
+    env = dict(os.environ, SURREAL_USER='root', SURREAL_PASS=PASSWORD, CYNIC_STANDIN_PYTHON=sys.executable)
+    log = open(os.path.join(home, 'log'), 'wb')
+    proc = subprocess.Popen([sys.executable, STANDIN, 'start', '--bind', '127.0.0.1:%d' % closed_port,
+                             'surrealkv://' + os.path.join(home, 'data')], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 30
+        while not (_listening(closed_port) and _http(url + '/health')[0] == 200):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                with open(os.path.join(home, 'log'), 'rb') as handle:
+                    pytest.fail('the stand-in did not start: %s' % handle.read()[-2000:])
+            time.sleep(0.1)
+        auth = 'Basic ' + base64.b64encode(('root:%s' % PASSWORD).encode()).decode()
+        headers = {'Accept': 'application/json', 'Authorization': auth, 'Surreal-NS': 'cynic', 'Surreal-DB': 'cynic'}
+        statements = ["CREATE judgment:%s SET cell_id = '%s', judgment_id = '%s'" % (cell, cell, jid)
+                      for cell, jid in RECORDS if jid != 'j3b']
+        statements.append("CREATE judgment SET cell_id = 'c3', judgment_id = 'j3b'")
+        status, body = _http(url + '/sql', ';\n'.join(statements).encode(), headers)
+        assert status == 200, body
+
+        result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': url, 'surreal_password': PASSWORD,
+                                                               'judgment_ids': ['j1', 'j4', 'nope']})
+        assert not failed
+        facts = result['ansible_facts']['cynic_cluster']
+        assert facts['surreal']['error'] is None, facts['surreal']
+        assert (facts['judgment_count'], facts['duplicate_cells']) == (5, 1)
+        assert (facts['missing_judgments'], facts['missing_judgment_ids']) == (1, ['nope'])
+        result, dummy = run_module(cynic_cluster_facts.main, {'surreal_url': url, 'surreal_password': 'wrong'})
+        surreal = result['ansible_facts']['cynic_cluster']['surreal']
+        assert surreal['reachable'] is True and surreal['error'], surreal
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _listening(port):
+    try:
+        socket.create_connection(('127.0.0.1', port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_the_fake_engine_rejects_unknown_statements():
+    with pytest.raises(ValueError):
+        asyncio.run(fake_engine(RECORDS)('DELETE judgment'))

@@ -1,0 +1,108 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2025, CYNIC cluster team
+# MIT License (see LICENSE or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The cynic_stress module: a thin wrapper of the engine (thresholds, check mode, missing library)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import yaml
+
+web = pytest.importorskip('aiohttp.web')
+
+# pylint: disable=wrong-import-position
+from ansible_collections.cynic.cluster.plugins.modules import cynic_stress
+
+
+async def judge(server, request):
+    await request.read()
+    number = server.stats['requests']
+    await asyncio.sleep(0.002)
+    return web.json_response({'judgment_id': 'j-%d' % number, 'q_score': 40.0 + number % 10},
+                             headers={'X-Instance-ID': 'cynic-%d' % (number % 2 + 1)})
+
+
+def test_documentation_matches_the_argument_spec():
+    options = yaml.safe_load(cynic_stress.DOCUMENTATION)['options']
+    spec = cynic_stress.argument_spec()
+    assert sorted(options) == sorted(spec)
+    for name, arg in spec.items():
+        doc = options[name]
+        assert doc.get('type', 'str') == arg.get('type', 'str'), name
+        assert doc.get('default') == arg.get('default'), name
+        assert doc.get('required', False) == arg.get('required', False), name
+        assert doc.get('elements') == arg.get('elements'), name
+    yaml.safe_load(cynic_stress.EXAMPLES)
+    returned = yaml.safe_load(cynic_stress.RETURN)
+    assert 'cynic_stress' in returned['ansible_facts']['contains']
+
+
+def test_a_passing_run_returns_the_facts(http_server, run_module):
+    server = http_server([('POST', '/judge', judge)])
+    result, failed = run_module(cynic_stress.main, {
+        'url': server.url, 'rate': 100, 'duration': 1, 'warmup': 0.2,
+        'min_rate_ratio': 0.95, 'max_error_rate': 0.0, 'max_p99_ms': 5000,
+        'expected_instances': ['cynic-1', 'cynic-2'], 'min_instance_share': 0.4,
+        'q_score_min': 40, 'q_score_max': 49,
+    })
+    assert not failed, result
+    assert result['changed'] is False
+    facts = result['ansible_facts']['cynic_stress']
+    assert (facts['planned'], facts['sent'], facts['ok']) == (100, 100, 100)
+    assert facts['passed'] is True and facts['threshold_failures'] == []
+    assert facts['thresholds']['min_instance_share'] == 0.4
+    assert len(facts['judgment_ids']) == 120
+    assert server.stats['requests'] == 120
+
+
+def test_broken_thresholds_fail_and_still_return_the_facts(http_server, run_module):
+    server = http_server([('POST', '/judge', judge)])
+    args = {
+        'url': server.url, 'rate': 50, 'duration': 1, 'return_judgment_ids': False,
+        'min_rate_ratio': 1.5, 'max_p95_ms': 0.001, 'max_p99_ms': 0.001,
+        'expected_instances': ['cynic-1', 'cynic-9'], 'q_score_max': 10,
+    }
+    result, failed = run_module(cynic_stress.main, args)
+    assert failed
+    facts = result['ansible_facts']['cynic_stress']
+    assert facts['sent'] == 50 and facts['ok'] == 50 and 'judgment_ids' not in facts
+    assert facts['passed'] is False
+    assert len(result['threshold_failures']) == 5
+    assert result['msg'].startswith('5 threshold(s) broken: ')
+    for word in ('min_rate_ratio', 'max_p95_ms', 'max_p99_ms', 'cynic-9', 'q_score_max'):
+        assert word in result['msg']
+
+    args['fail_on_thresholds'] = False
+    result, failed = run_module(cynic_stress.main, args)
+    assert not failed
+    assert result['ansible_facts']['cynic_stress']['passed'] is False
+
+
+def test_check_mode_plans_and_sends_nothing(http_server, run_module):
+    server = http_server([('POST', '/judge', judge)])
+    result, failed = run_module(cynic_stress.main, {
+        'url': server.url, 'rate': 250, 'duration': 2, 'warmup': 1, 'max_p99_ms': 0.001,
+        '_ansible_check_mode': True,
+    })
+    assert not failed and result['changed'] is False
+    facts = result['ansible_facts']['cynic_stress']
+    assert facts['check_mode'] is True
+    assert (facts['planned'], facts['warmup_planned'], facts['sent']) == (500, 250, 0)
+    assert server.stats['requests'] == 0
+
+
+def test_a_missing_aiohttp_is_a_clear_error(run_module, monkeypatch):
+    monkeypatch.setattr(cynic_stress, 'HAS_AIOHTTP', False)
+    result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1'})
+    assert failed
+    assert 'aiohttp' in result['msg'] and 'Failed to import the required Python library' in result['msg']
+
+
+def test_bad_arguments_fail(run_module):
+    result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1', 'rate': -5})
+    assert failed and 'rate' in result['msg']
+    result, failed = run_module(cynic_stress.main, {'url': '127.0.0.1:8080'})
+    assert failed and 'http://' in result['msg']
