@@ -141,25 +141,46 @@ async def run_step(
             await asyncio.sleep(max(0.0, wait_s))
     await asyncio.gather(*tasks)
     elapsed = (time.perf_counter_ns() - start_ns) / 1e9
-    return Step(target, rate, planned, len(latencies), sum(error_kinds.values()),
-                max(elapsed, duration), latencies, error_kinds)
+    return Step(
+        target,
+        rate,
+        planned,
+        len(latencies),
+        sum(error_kinds.values()),
+        max(elapsed, duration),
+        latencies,
+        error_kinds,
+    )
 
 
 HEADERS = {"content-type": "application/json"}
 
 
 async def ladder(
-    base: str, target: str, path: str, rates: list[int], duration: float, counter: list[int],
+    base: str,
+    target: str,
+    path: str,
+    rates: list[int],
+    duration: float,
+    counter: list[int],
     deadline: float,
 ) -> tuple[list[Step], int]:
     """The steps, and how many warm-up requests answered 200."""
+
     def judge_body(_: int) -> bytes:
         counter[0] += 1  # unique content: every request is judged and stored
-        return json.dumps({"content": f"Test code {counter[0]}", "reality": "CODE",
-                           "analysis": "JUDGE", "budget_usd": 0.01}).encode()
+        return json.dumps(
+            {
+                "content": f"Test code {counter[0]}",
+                "reality": "CODE",
+                "analysis": "JUDGE",
+                "budget_usd": 0.01,
+            }
+        ).encode()
 
-    empty = json.dumps({"content": "Test code 0", "reality": "CODE", "analysis": "JUDGE",
-                        "budget_usd": 0.01}).encode()
+    empty = json.dumps(
+        {"content": "Test code 0", "reality": "CODE", "analysis": "JUDGE", "budget_usd": 0.01}
+    ).encode()
 
     def empty_body(_: int) -> bytes:
         return empty
@@ -216,7 +237,7 @@ async def count_stored(ws_url: str) -> int:
     try:
         await db.signin({"username": "root", "password": BENCH_PASS})
         await db.use("cynic", "cynic")
-        rows = await db.query("SELECT count() AS n FROM judgment GROUP ALL")
+        rows: Any = await db.query("SELECT count() AS n FROM judgment GROUP ALL")
         return int(rows[0]["n"]) if rows else 0
     finally:
         await db.close()
@@ -238,8 +259,15 @@ def machine() -> dict[str, str]:
     }
 
 
-def write_report(out: Path, judge: list[Step], empty: list[Step], info: dict[str, str],
-                 stored: int, ok_judged: int, duration: float) -> None:
+def write_report(
+    out: Path,
+    judge: list[Step],
+    empty: list[Step],
+    info: dict[str, str],
+    stored: int,
+    ok_judged: int,
+    duration: float,
+) -> None:
     bj, be = best(judge), best(empty)
     ratio = (bj.rate / be.rate) if bj and be else 0.0
     lines = [
@@ -272,15 +300,15 @@ def write_report(out: Path, judge: list[Step], empty: list[Step], info: dict[str
         "from the surrealdb-embedded wheel behind the server's /rpc WebSocket, surrealkv "
         "storage on disk) and one node (`python -m cynic_node`, uvicorn, 1 worker, "
         "`CYNIC_BENCH_ROUTES=1`), both on loopback, started fresh by the script.",
-        "- Load: aiohttp 3 client, one session, up to 512 keep-alive connections, open loop at "
+        "- Load: aiohttp 3 client on uvloop, one session, up to 512 keep-alive connections, open loop at "
         f"a constant rate for {duration:g} s per step after a 2 s warm-up; rising rates; the "
         "ladder stops at the first failing rate and then tries one rate between the last pass "
         "and the first fail.",
         "- Latency of each request is taken from its intended send time (t0 + i/rate), so a "
         "server or generator that falls behind is charged for it (coordinated omission "
         "corrected); clock `time.perf_counter_ns()`.",
-        "- /judge body: `{\"content\": \"Test code {i}\", \"reality\": \"CODE\", \"analysis\": "
-        "\"JUDGE\", \"budget_usd\": 0.01}` with a unique i, so every request is judged (REFLEX) "
+        '- /judge body: `{"content": "Test code {i}", "reality": "CODE", "analysis": '
+        '"JUDGE", "budget_usd": 0.01}` with a unique i, so every request is judged (REFLEX) '
         "and CREATEd in SurrealDB. /_bench/empty gets the same body and answers `{}`.",
         "- A step passes when all its requests answered 200 within 5 s and p99 <= 50 ms.",
         "",
@@ -291,8 +319,11 @@ def write_report(out: Path, judge: list[Step], empty: list[Step], info: dict[str
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in [*judge, *empty]:
-        errs = f"{s.errors} ({', '.join(f'{k}: {v}' for k, v in s.error_kinds.items())})" \
-            if s.errors else "0"
+        errs = (
+            f"{s.errors} ({', '.join(f'{k}: {v}' for k, v in s.error_kinds.items())})"
+            if s.errors
+            else "0"
+        )
         lines.append(
             f"| {s.target} | {s.rate} | {s.planned} | {s.ok} | {errs} | {s.achieved:.0f} "
             f"| {s.pct(50):.2f} | {s.pct(90):.2f} | {s.pct(99):.2f} | {s.pct(100):.2f} "
@@ -300,6 +331,19 @@ def write_report(out: Path, judge: list[Step], empty: list[Step], info: dict[str
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+
+
+def run(coro: Any) -> Any:
+    """Run coro on uvloop when it is there (it halves the client's cost per request).
+
+    Its clock ticks in milliseconds, which is why every time here is perf_counter_ns().
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def main() -> int:
@@ -318,12 +362,25 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         surreal_port, node_port = free_port(), free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, str(STANDIN), "start", "--bind", f"127.0.0.1:{surreal_port}",
-             "--user", "root", "--log", "warn", f"surrealkv://{work / 'db'}"],
-            stdout=(work / "surreal.log").open("wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "SURREAL_PASS": BENCH_PASS},
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(STANDIN),
+                    "start",
+                    "--bind",
+                    f"127.0.0.1:{surreal_port}",
+                    "--user",
+                    "root",
+                    "--log",
+                    "warn",
+                    f"surrealkv://{work / 'db'}",
+                ],
+                stdout=(work / "surreal.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "SURREAL_PASS": BENCH_PASS},
+            )
+        )
         wait_http(f"http://127.0.0.1:{surreal_port}/health", 30)
         ws_url = f"ws://127.0.0.1:{surreal_port}/rpc"
         env = {
@@ -337,11 +394,22 @@ def main() -> int:
             "OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
             "CYNIC_BENCH_ROUTES": "1",
         }
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "cynic_node", "--port", str(node_port), "--log-level",
-             "warning"],
-            stdout=(work / "node.log").open("wb"), stderr=subprocess.STDOUT, env=env,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cynic_node",
+                    "--port",
+                    str(node_port),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=(work / "node.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
         wait_http(f"http://127.0.0.1:{node_port}/health", 30)
         base = f"http://127.0.0.1:{node_port}"
         judge_rates = [int(r) for r in args.judge_rates.split(",")]
@@ -350,18 +418,23 @@ def main() -> int:
         print("POST /judge", flush=True)
         # Split the remaining time budget evenly between the two ladders.
         half = started + (args.budget_s / 2)
-        judge, warm_ok = asyncio.run(ladder(base, "judge", "/judge", judge_rates, args.duration,
-                                            counter, half))
+        judge, warm_ok = asyncio.run(
+            ladder(base, "judge", "/judge", judge_rates, args.duration, counter, half)
+        )
         print("POST /_bench/empty", flush=True)
-        empty, _ = asyncio.run(ladder(base, "empty", "/_bench/empty", empty_rates,
-                                      args.duration, counter, deadline))
-        stored = asyncio.run(count_stored(ws_url))
+        empty, _ = asyncio.run(
+            ladder(base, "empty", "/_bench/empty", empty_rates, args.duration, counter, deadline)
+        )
+        stored = run(count_stored(ws_url))
         ok_judged = warm_ok + sum(s.ok for s in judge)
         write_report(args.out, judge, empty, info, stored, ok_judged, args.duration)
         bj, be = best(judge), best(empty)
-        print(f"judge {bj.rate if bj else 0}/s, empty {be.rate if be else 0}/s, "
-              f"stored {stored} for {ok_judged} answers, report {args.out}, "
-              f"{time.monotonic() - started:.0f} s", flush=True)
+        print(
+            f"judge {bj.rate if bj else 0}/s, empty {be.rate if be else 0}/s, "
+            f"stored {stored} for {ok_judged} answers, report {args.out}, "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -63,6 +63,7 @@ _START_DELAY_NS = 20000000
 _BURST = 64
 _NS_PER_S = 1000000000
 _NS_PER_MS = 1000000.0
+_MIN_SLEEP_S = 0.001
 
 # Each placeholder name, as written in a body or path template.
 _PLACEHOLDER_I = '{i}'
@@ -92,7 +93,7 @@ class LoadConfig(object):
         if body is not None and not isinstance(body, str):
             body = json.dumps(body)
         self.body = body
-        self.headers = dict(headers or {})
+        self.headers = dict((str(name), str(value)) for name, value in (headers or {}).items())
         self.timeout = float(timeout)
         self.use_cookies = bool(use_cookies)
         self.validate_certs = bool(validate_certs)
@@ -398,7 +399,9 @@ class _Run(object):
             now = perf()
             if now < due:
                 burst = 0
-                await sleep((due - now) / 1e9)
+                # Timers have a resolution of 1 ms (uvloop rounds a delay to whole ms and runs a
+                # delay under 0.5 ms at once): sleeping less would spin the loop until the due time.
+                await sleep(max((due - now) / 1e9, _MIN_SLEEP_S))
                 continue
             self._issue(index, due, now)
             index += 1
@@ -452,10 +455,9 @@ class _Run(object):
             jar = aiohttp.CookieJar(unsafe=True)  # unsafe: also keep cookies of IP addresses
         else:
             jar = aiohttp.DummyCookieJar()
-        headers = {}
-        if self.body_parts is not None:
+        headers = dict(cfg.headers)
+        if self.body_parts is not None and 'content-type' not in [name.lower() for name in headers]:
             headers['Content-Type'] = 'application/json'
-        headers.update(cfg.headers)
         timeout = aiohttp.ClientTimeout(total=cfg.timeout)
         async with aiohttp.ClientSession(connector=connector, cookie_jar=jar, headers=headers,
                                          timeout=timeout) as session:
@@ -744,8 +746,8 @@ def format_summary(facts):
     def row(label, value):
         lines.append('  %-26s %s' % (label, value))
 
-    lines.append('cynic-stress %s %s%s  run %s' % (facts.get('method'), facts.get('url'), facts.get('path'),
-                                                  facts.get('run_id')))
+    lines.append('cynic-stress %s %s%s  run %s'
+                 % (facts.get('method'), facts.get('url'), facts.get('path'), facts.get('run_id')))
     if facts.get('check_mode'):
         row('planned requests', '%d (+%d warm-up)' % (facts['planned'], facts['warmup_planned']))
         row('expected wall time', '%.1f s' % facts['expected_wall_time_s'])

@@ -20,6 +20,10 @@ description:
     M(cynic.cluster.cynic_stress)), reports how many of them SurrealDB lacks (the no-data-loss check).
   - Only reads; uses the Python standard library (through C(ansible.module_utils.urls)), so it runs on any host.
   - Unreachable instances or an unreachable SurrealDB do not fail the task; they are reported in the facts.
+notes:
+  - The missing-judgment check reads every judgment id of the table in one query (C(SELECT VALUE judgment_id FROM
+    judgment)) and compares sets on the managed host; raise O(timeout) for very large tables.
+  - All SurrealDB queries go in one C(POST /sql) request with the headers C(Accept), C(Surreal-NS) and C(Surreal-DB).
 author:
   - CYNIC cluster team (@cynic-cluster)
 extends_documentation_fragment:

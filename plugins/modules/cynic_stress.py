@@ -52,6 +52,11 @@ notes:
     block, or set O(fail_on_thresholds=false) and test RV(ansible_facts.cynic_stress.passed) yourself.
   - Run the generator close to the service (for example on the load balancer host against 127.0.0.1); it needs CPU
     for itself and reports when it did not get enough.
+  - The module runs with the Python interpreter of the target host, which needs aiohttp; point
+    C(ansible_python_interpreter) at a virtualenv that has it (for example the node's) when the system Python lacks
+    it.
+  - Give a few seconds of O(warmup) to a measurement, since the first requests open connections and warm the generator
+    and the service up.
 options:
   url:
     description:

@@ -19,7 +19,7 @@ from cynic_node.llm import OllamaClient
 from cynic_node.metrics import Metrics
 from cynic_node.models import JudgeRequest
 from cynic_node.scoring import AXIOMS
-from cynic_node.store import JudgmentStore
+from cynic_node.store import JudgmentStore, StoreUnavailable
 
 # The fields of a /judge answer, with what to say when a stored record lacks one (a record
 # written by another build of CYNIC, say).
@@ -50,6 +50,9 @@ def to_response(record: dict[str, Any], reused: bool) -> dict[str, Any]:
     if isinstance(axioms, dict):
         # The store hands maps back with sorted keys; answer in the axioms' canonical order.
         out["axiom_scores"] = {a: axioms[a] for a in AXIOMS if a in axioms}
+    votes = out["dog_votes"]
+    if isinstance(votes, dict):
+        out["dog_votes"] = dict(sorted(votes.items()))  # the store's order, for every answer
     out["reused"] = reused
     return out
 
@@ -76,35 +79,42 @@ class JudgmentService:
         self.metrics = metrics
         self.llm = llm
         self.judgments_total = 0
-        self._inflight: dict[str, asyncio.Task[tuple[dict[str, Any], bool]]] = {}
+        self._inflight: dict[str, asyncio.Future[tuple[dict[str, Any], bool]]] = {}
 
     async def judge(self, req: JudgeRequest) -> dict[str, Any]:
         """The answer for req; raises StoreUnavailable when SurrealDB cannot decide."""
         cid = req.cell_id
-        task = self._inflight.get(cid)
-        leader = task is None
-        if task is None:
-            task = asyncio.create_task(self._decide(req, cid))
-            self._inflight[cid] = task
-            task.add_done_callback(self._forget(cid))
-        # shield: a client that goes away must not cancel the work the others wait for.
-        record, created = await asyncio.shield(task)
-        reused = not (leader and created)
+        pending = self._inflight.get(cid)
+        if pending is not None:
+            # Another request of this process is deciding this cell: its result is ours.
+            # shield: if this request is cancelled, the shared future must not be.
+            record, _ = await asyncio.shield(pending)
+            return self._answer(record, reused=True)
+        # Lead: decide inline (no extra task on the hot path) and share the outcome.
+        shared: asyncio.Future[tuple[dict[str, Any], bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._inflight[cid] = shared
+        try:
+            record, created = await self._decide(req, cid)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else StoreUnavailable("cancelled")
+            shared.set_exception(failure)
+            shared.exception()  # marked as retrieved: followers, if any, get it
+            raise
+        else:
+            shared.set_result((record, created))
+        finally:
+            del self._inflight[cid]
+        return self._answer(record, reused=not created)
+
+    def _answer(self, record: dict[str, Any], reused: bool) -> dict[str, Any]:
         self.judgments_total += 1
         if reused:
             self.metrics.judgments_reused += 1
         else:
             self.metrics.judgments_created += 1
         return to_response(record, reused)
-
-    def _forget(self, cid: str) -> Any:
-        def done(task: asyncio.Task[Any]) -> None:
-            if self._inflight.get(cid) is task:
-                del self._inflight[cid]
-            if not task.cancelled():
-                task.exception()  # retrieved: waiters have it, no "never retrieved" warning
-
-        return done
 
     async def _decide(self, req: JudgeRequest, cid: str) -> tuple[dict[str, Any], bool]:
         if choose_level(req) != "REFLEX":

@@ -40,6 +40,6 @@ def run_playbook(playbook: str | Path, *extra: str) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hostvars(host):
     return host.ansible.get_variables()

@@ -10,8 +10,7 @@ URL = "http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
-def creds(host):
-    hostvars = host.ansible.get_variables()
+def creds(hostvars):
     return hostvars.get("surrealdb_root_user", "root"), hostvars["surrealdb_root_password"]
 
 

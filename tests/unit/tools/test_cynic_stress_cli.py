@@ -1,0 +1,86 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2025, CYNIC cluster team
+# MIT License (see LICENSE or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""tools/cynic-stress: a thin wrapper of the engine, run as a program."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+web = pytest.importorskip('aiohttp.web')
+
+# pylint: disable=wrong-import-position
+from ansible_collections.cynic.cluster.plugins.module_utils import cynic_load
+
+COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(cynic_load.__file__))))
+CLI = os.path.join(COLLECTION, 'tools', 'cynic-stress')
+
+
+async def judge(server, request):
+    await request.read()
+    return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 61.8},
+                             headers={'X-Instance-ID': 'cynic-1'})
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, kwargs.pop('cli', CLI)] + list(args), capture_output=True, text=True,
+                          timeout=60, check=False, **kwargs)
+
+
+def test_json_output_is_the_module_fact(http_server):
+    server = http_server([('POST', '/judge', judge)])
+    proc = run_cli(server.url, '--rate', '50', '--duration', '1.5', '--json', '--max-p99-ms', '5000')
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout)
+    assert (facts['planned'], facts['sent'], facts['ok']) == (75, 75, 75)
+    assert facts['passed'] is True and facts['q_score']['mean'] == 61.8
+    assert len(facts['timeline']) == 2 and len(facts['judgment_ids']) == 75
+    # the live progress line, once per second, then the final one
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('[')]
+    assert len(lines) == 2 and 'in flight' in lines[0] and 'p99' in lines[0] and 'done' in lines[-1]
+
+
+def test_broken_thresholds_exit_1_with_a_table(http_server):
+    server = http_server([('POST', '/judge', judge)])
+    proc = run_cli(server.url, '-r', '40', '-d', '0.5', '-q', '--max-p95-ms', '0.0001',
+                   '--expected-instance', 'cynic-2', '-H', 'X-Trace: 1')
+    assert proc.returncode == 1, proc.stderr
+    assert 'FAILED thresholds' in proc.stdout and 'max_p95_ms' in proc.stdout and 'cynic-2' in proc.stdout
+    assert 'intended' in proc.stdout and proc.stderr == ''
+
+
+def test_dry_run_and_bad_arguments(http_server):
+    server = http_server([('POST', '/judge', judge)])
+    proc = run_cli(server.url, '-r', '10', '-d', '3', '--dry-run', '--json')
+    assert proc.returncode == 0 and json.loads(proc.stdout)['planned'] == 30
+    assert server.stats['requests'] == 0
+    proc = run_cli('127.0.0.1:80', '-n')
+    assert proc.returncode == 2 and 'http://' in proc.stderr
+    proc = run_cli(server.url, '-H', 'no-colon', '-n')
+    assert proc.returncode == 2 and 'NAME:VALUE' in proc.stderr
+
+
+def test_engine_from_the_installed_collection(http_server):
+    """Copied away from the checkout, the script imports the engine from ansible_collections."""
+    server = http_server([('POST', '/judge', judge)])
+    where = tempfile.mkdtemp(prefix='cynic-cli-')
+    try:
+        copy = os.path.join(where, 'cynic-stress')
+        shutil.copy(CLI, copy)
+        top = os.path.dirname(os.path.dirname(os.path.dirname(COLLECTION)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([top] + sys.path))
+        proc = run_cli(server.url, '-r', '20', '-d', '0.5', '-q', '--json', cli=copy, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)['sent'] == 10
+        proc = run_cli(server.url, '-n', cli=copy, env=dict(os.environ, PYTHONPATH=''))
+        assert proc.returncode != 0 and 'cannot find the engine' in proc.stderr
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
