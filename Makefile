@@ -5,8 +5,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV        := .venv
-PY          := $(VENV)/bin/python
-BIN         := $(VENV)/bin
+PY          := $(CURDIR)/$(VENV)/bin/python
+BIN         := $(CURDIR)/$(VENV)/bin
 CACHE       := .cache
 IMAGE       := cynic-lab/debian12:latest
 WHEELHOUSE  := $(CACHE)/wheelhouse
@@ -14,7 +14,7 @@ STANDINS    := $(CACHE)/standins
 COLLECTIONS := $(CACHE)/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
 export ANSIBLE_INJECT_FACT_VARS := false
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(BIN):$(PATH)
 
 .PHONY: help
 help:
@@ -88,13 +88,22 @@ unit: venv
 	$(PY) -m pytest -q tests/unit tests/standins cynic_node/tests
 
 .PHONY: galaxy
+# Build the collection and install the tarball offline into an empty path (not the checkout's link),
+# then check that Ansible finds its roles and modules there.
+GALAXY_DIR := $(CURDIR)/$(CACHE)/galaxy
 galaxy: venv
-	rm -rf $(CACHE)/galaxy && mkdir -p $(CACHE)/galaxy/installed
-	$(BIN)/ansible-galaxy collection build --output-path $(CACHE)/galaxy .
-	$(BIN)/ansible-galaxy collection install --offline -p $(CACHE)/galaxy/installed $(CACHE)/galaxy/cynic-cluster-*.tar.gz
-	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(CACHE)/galaxy/installed $(BIN)/ansible-doc -t module cynic.cluster.cynic_stress >/dev/null
-	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(CACHE)/galaxy/installed $(BIN)/ansible-doc -t role cynic.cluster.surrealdb >/dev/null
-	@echo "galaxy: built and installed offline: $$(ls $(CACHE)/galaxy/*.tar.gz)"
+	rm -rf $(GALAXY_DIR) && mkdir -p $(GALAXY_DIR)/installed
+	$(BIN)/ansible-galaxy collection build --output-path $(GALAXY_DIR) .
+	ANSIBLE_COLLECTIONS_PATH=$(GALAXY_DIR)/installed $(BIN)/ansible-galaxy collection install --offline \
+	  -p $(GALAXY_DIR)/installed $(GALAXY_DIR)/cynic-cluster-*.tar.gz
+	cd /tmp && ANSIBLE_COLLECTIONS_PATH=$(GALAXY_DIR)/installed $(BIN)/ansible-doc -l cynic.cluster \
+	  | tee $(GALAXY_DIR)/modules.txt
+	grep -q '^cynic.cluster.cynic_stress ' $(GALAXY_DIR)/modules.txt
+	grep -q '^cynic.cluster.cynic_cluster_facts ' $(GALAXY_DIR)/modules.txt
+	cd /tmp && ANSIBLE_COLLECTIONS_PATH=$(GALAXY_DIR)/installed $(BIN)/ansible-doc -t role -l cynic.cluster \
+	  | tee $(GALAXY_DIR)/roles.txt
+	for r in surrealdb ollama cynic nginx_lb loadgen; do grep -q "^cynic.cluster.$$r:" $(GALAXY_DIR)/roles.txt || { echo "role $$r missing from the built collection"; exit 1; }; done
+	@echo "galaxy: built and installed offline: $$(ls $(GALAXY_DIR)/*.tar.gz)"
 
 SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 .PHONY: molecule

@@ -300,8 +300,9 @@ def write_report(
         "from the surrealdb-embedded wheel behind the server's /rpc WebSocket, surrealkv "
         "storage on disk) and one node (`python -m cynic_node`, uvicorn, 1 worker, "
         "`CYNIC_BENCH_ROUTES=1`), both on loopback, started fresh by the script.",
-        "- Load: aiohttp 3 client on uvloop, one session, up to 512 keep-alive connections, open loop at "
-        f"a constant rate for {duration:g} s per step after a 2 s warm-up; rising rates; the "
+        "- Load: aiohttp 3 client on uvloop, one session, up to 512 keep-alive connections, "
+        f"open loop at a constant rate for {duration:g} s per step after a 2 s warm-up; "
+        "rising rates; the "
         "ladder stops at the first failing rate and then tries one rate between the last pass "
         "and the first fail.",
         "- Latency of each request is taken from its intended send time (t0 + i/rate), so a "

@@ -342,13 +342,13 @@ def surreal_query(params, statements):
                             headers=headers, method='POST', url_username=params['surreal_user'],
                             url_password=params['surreal_password'], force_basic_auth=True)
     except (urllib.error.URLError, socket.timeout, OSError, ValueError) as exc:
-        raise SurrealError('SurrealDB is not reachable: %s: %s' % (type(exc).__name__, exc), reachable=False)
+        raise SurrealError('SurrealDB is not reachable: %s: %s' % (type(exc).__name__, exc), reachable=False) from exc
     if status != 200:
         raise SurrealError('SurrealDB answered HTTP %s: %s' % (status, body[:500]))
     try:
         doc = json.loads(body)
     except ValueError:
-        raise SurrealError('SurrealDB answered something that is not JSON: %s' % body[:200])
+        raise SurrealError('SurrealDB answered something that is not JSON: %s' % body[:200]) from None
     if not isinstance(doc, list) or len(doc) != len(statements):
         raise SurrealError('SurrealDB answered %r, expected %d statement results' % (body[:200], len(statements)))
     results = []

@@ -37,7 +37,7 @@ requirements:
 attributes:
   check_mode:
     support: full
-    details: In check mode the run is planned (the facts hold the planned request count) and nothing is sent.
+    details: In check mode the run is planned (the facts hold the planned request count) and nothing is sent; the plan needs no aiohttp.
   diff_mode:
     support: none
   facts:
@@ -448,7 +448,6 @@ ansible_facts:
 '''
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.cynic.cluster.plugins.module_utils.cynic_load import (
     AIOHTTP_IMPORT_ERROR,
     DEFAULT_BODY,
@@ -499,9 +498,6 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
 
-    if not HAS_AIOHTTP:
-        module.fail_json(msg=missing_required_lib('aiohttp'), exception=AIOHTTP_IMPORT_ERROR)
-
     try:
         config = LoadConfig(
             url=params['url'], rate=params['rate'], duration=params['duration'], warmup=params['warmup'],
@@ -515,7 +511,12 @@ def main():
         module.fail_json(msg=str(exc))
 
     if module.check_mode:
+        # Planning sends nothing, so it needs no aiohttp (check mode works before the generator's
+        # virtualenv exists).
         module.exit_json(changed=False, ansible_facts={'cynic_stress': plan(config)})
+
+    if not HAS_AIOHTTP:
+        module.fail_json(msg=missing_required_lib('aiohttp'), exception=AIOHTTP_IMPORT_ERROR)
 
     thresholds = Thresholds(**dict((key, params[key]) for key in THRESHOLD_KEYS))
     try:

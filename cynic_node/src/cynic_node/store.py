@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "judgment"
 # Most CREATEs sent in one query (one RPC message, one statement each).
-_MAX_BATCH = 64
+_MAX_BATCH = 16
 _T = TypeVar("_T")
 # After a failed connect, calls fail fast for this long instead of each trying to connect.
 _RETRY_GAP_S = 0.25
@@ -307,7 +307,7 @@ class JudgmentStore:
         self._next = itertools.cycle(self._slots)
         self._watchdog: asyncio.Task[None] | None = None
         self._table_ready = False
-        self._batcher = _CreateBatcher(self, flushers=size)
+        self._batcher = _CreateBatcher(self, flushers=4 * size)
         self.errors_total = 0
 
     @property

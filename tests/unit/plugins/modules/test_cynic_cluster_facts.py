@@ -79,7 +79,7 @@ def fake_engine(records):
 
     async def execute(statement):
         counts = {}
-        for cell, dummy in records:
+        for cell, _judgment in records:
             counts[cell] = counts.get(cell, 0) + 1
         dupes = sorted((cell, n) for cell, n in counts.items() if n > 1)
         if statement == 'SELECT count() FROM judgment GROUP ALL':
@@ -220,7 +220,7 @@ def test_real_surrealql_engine(http_server, run_module):
         try:
             return await state['db'].query(statement)
         except Exception as exc:  # pylint: disable=broad-except
-            raise ValueError(str(exc))
+            raise ValueError(str(exc)) from exc
 
     surreal = http_server([('POST', '/sql', surreal_sql(execute))])
     result, failed = run_module(cynic_cluster_facts.main, {'surreal_url': surreal.url, 'surreal_password': PASSWORD,
