@@ -78,6 +78,9 @@ lint: venv
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check plugins tests tools cynic_node scripts
 	$(PY) scripts/check-argspecs.py
+	for p in playbooks/*.yml playbooks/drills/*.yml; do [ -f "$$p" ] || continue; \
+	  $(BIN)/ansible-playbook -i inventories/example --syntax-check "$$p" >/dev/null || exit 1; done
+	$(BIN)/ansible-inventory -i inventories/lab --graph >/dev/null
 
 .PHONY: sanity
 sanity: venv
@@ -128,3 +131,8 @@ lab-down:
 bench-node: setup
 	mkdir -p reports
 	$(PY) cynic_node/bench/bench_node.py --out reports/bench-node.md
+
+# Capacity of the lab cluster: ramps the rate until p99 > 100 ms, an error or a drop; writes reports/bench-cluster.md.
+.PHONY: bench
+bench: lab
+	$(PY) scripts/bench.py --out reports/bench-cluster.md
