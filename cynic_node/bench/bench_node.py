@@ -156,16 +156,49 @@ async def run_step(
 HEADERS = {"content-type": "application/json"}
 
 
-async def ladder(
+@dataclass
+class Ladder:
+    """One endpoint's climb: its session, its body, its steps."""
+
+    target: str
+    url: str
+    rates: list[int]
+    body_for: Any
+    session: aiohttp.ClientSession
+    steps: list[Step]
+    last_pass: int = 0
+    first_fail: int = 0
+
+    @property
+    def climbing(self) -> bool:
+        return self.first_fail == 0
+
+    async def step(self, rate: int, duration: float) -> None:
+        step = await run_step(self.session, self.url, self.target, rate, duration, self.body_for)
+        report_line(step)
+        self.steps.append(step)
+        if step.passed:
+            self.last_pass = max(self.last_pass, rate)
+        elif self.first_fail == 0 or rate < self.first_fail:
+            self.first_fail = rate
+        await asyncio.sleep(1.0)
+
+
+async def ladders(
     base: str,
-    target: str,
-    path: str,
-    rates: list[int],
+    judge_rates: list[int],
+    empty_rates: list[int],
     duration: float,
-    counter: list[int],
     deadline: float,
-) -> tuple[list[Step], int]:
-    """The steps, and how many warm-up requests answered 200."""
+) -> tuple[list[Step], list[Step], int]:
+    """Both ladders, interleaved rate by rate so that both see the same machine.
+
+    On a machine shared with other work the load varies over minutes; running all of one
+    ladder and then all of the other would compare two different moments. Each ladder stops
+    at its first failing rate, then tries one rate between its last pass and that failure.
+    Returns the /judge steps, the empty steps, and the warm-up answers of /judge.
+    """
+    counter = [0]
 
     def judge_body(_: int) -> bytes:
         counter[0] += 1  # unique content: every request is judged and stored
@@ -185,34 +218,36 @@ async def ladder(
     def empty_body(_: int) -> bytes:
         return empty
 
-    body_for = judge_body if target == "judge" else empty_body
-    connector = aiohttp.TCPConnector(limit=512, force_close=False)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-    steps: list[Step] = []
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        # Warm-up, not reported: connections, imports, the first JIT-less slow paths.
-        warm = await run_step(session, base + path, target, 50, 2.0, body_for)
-        last_pass, first_fail = 0, 0
-        for rate in rates:
-            if time.monotonic() + duration > deadline:
-                print(f"  {target}: time budget reached, stopping the ladder", flush=True)
-                break
-            step = await run_step(session, base + path, target, rate, duration, body_for)
-            report_line(step)
-            steps.append(step)
-            await asyncio.sleep(1.0)
-            if step.passed:
-                last_pass = rate
-            else:
-                first_fail = rate
-                break
-        if last_pass and first_fail and time.monotonic() + duration <= deadline:
-            middle = int(math.sqrt(last_pass * first_fail))
-            if last_pass < middle < first_fail:
-                step = await run_step(session, base + path, target, middle, duration, body_for)
-                report_line(step)
-                steps.append(step)
-    return steps, warm.ok
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512), timeout=timeout) as js,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512), timeout=timeout) as es,
+    ):
+        judge = Ladder("judge", base + "/judge", judge_rates, judge_body, js, [])
+        empty_l = Ladder("empty", base + "/_bench/empty", empty_rates, empty_body, es, [])
+        # Warm-up, not reported: connections, first calls.
+        warm = await run_step(js, judge.url, "judge", 50, 2.0, judge_body)
+        await run_step(es, empty_l.url, "empty", 50, 2.0, empty_body)
+        for i in range(max(len(judge_rates), len(empty_rates))):
+            for ladder in (judge, empty_l):
+                if not ladder.climbing or i >= len(ladder.rates):
+                    continue
+                if time.monotonic() + duration > deadline:
+                    print(f"  {ladder.target}: time budget reached", flush=True)
+                    ladder.first_fail = -1
+                    continue
+                await ladder.step(ladder.rates[i], duration)
+        for ladder in (judge, empty_l):
+            middle = (
+                int(math.sqrt(ladder.last_pass * ladder.first_fail))
+                if (ladder.last_pass and ladder.first_fail > 0)
+                else 0
+            )
+            if ladder.last_pass < middle < ladder.first_fail:
+                if time.monotonic() + duration > deadline:
+                    break
+                await ladder.step(middle, duration)
+    return judge.steps, empty_l.steps, warm.ok
 
 
 def report_line(s: Step) -> None:
@@ -227,6 +262,56 @@ def report_line(s: Step) -> None:
 def best(steps: list[Step]) -> Step | None:
     passing = [s for s in steps if s.passed]
     return max(passing, key=lambda s: s.rate) if passing else None
+
+
+async def store_floor(ws_url: str, rate: int, duration: float) -> Step:
+    """Raw SDK CREATEs at a constant rate, no node in between: the store's own latency.
+
+    Everything the node answers waits for one of these, so their p99 is a floor under the
+    p99 of /judge on this machine at that moment.
+    """
+    from surrealdb import AsyncSurreal, RecordID
+
+    db = AsyncSurreal(ws_url)
+    await db.connect(ws_url)
+    await db.signin({"username": "root", "password": BENCH_PASS})
+    await db.use("cynic", "cynic")
+    record: dict[str, Any] = {"q_score": 50.0, "verdict": "GROWL", "note": "floor probe", "n": 0}
+    planned = int(rate * duration)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def one(i: int, due_ns: int) -> None:
+        try:
+            await db.query(
+                "CREATE $r CONTENT $c RETURN NONE",
+                {"r": RecordID("floor_probe", i), "c": {**record, "n": i}},
+            )
+        except Exception as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            return
+        latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
+
+    tasks = []
+    start = time.perf_counter_ns()
+    for i in range(planned):
+        due = int(start + i * 1e9 / rate)
+        await asyncio.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    await db.query("REMOVE TABLE floor_probe")
+    await db.close()
+    elapsed = (time.perf_counter_ns() - start) / 1e9
+    return Step(
+        "store",
+        rate,
+        planned,
+        len(latencies),
+        sum(errors.values()),
+        max(elapsed, duration),
+        latencies,
+        errors,
+    )
 
 
 async def count_stored(ws_url: str) -> int:
@@ -259,10 +344,26 @@ def machine() -> dict[str, str]:
     }
 
 
+def busy_warning(info: dict[str, str]) -> list[str]:
+    """A warning when other work shared the CPUs: the figures then measure contention."""
+    cores = int(info.get("nproc") or 1)
+    loads = [float(info[k].split()[0]) for k in ("load_before", "load_after") if k in info]
+    if not loads or max(loads) < 0.5 * cores:
+        return []
+    return [
+        f"**Warning: the machine was busy** (1-minute load {max(loads):.1f} on {cores} cores "
+        "before or after the run, from processes other than this benchmark). The rates below "
+        "measure the node under that contention and vary from run to run; the ratio is not "
+        "reliable. Rerun on a quiet machine for the node's own figures.",
+        "",
+    ]
+
+
 def write_report(
     out: Path,
     judge: list[Step],
     empty: list[Step],
+    floor: Step,
     info: dict[str, str],
     stored: int,
     ok_judged: int,
@@ -285,14 +386,21 @@ def write_report(
         f"Ratio judged-and-stored / empty: **{ratio:.0%}** (target >= 40%: "
         f"{'met' if ratio >= 0.4 else 'NOT met'}).",
         "",
+        *busy_warning(info),
         f"Stored check: {stored} judgment records in SurrealDB for {ok_judged} answers of 200 "
         "to unique cells, warm-up included"
         + (" (every answered judgment was stored)." if stored >= ok_judged else " (MISSING!)."),
         "",
+        f"Reference, SurrealDB alone: raw SDK `CREATE ... RETURN NONE` at {floor.rate} req/s "
+        f"for 5 s, no node in between: p50 {floor.pct(50):.2f} ms, p99 {floor.pct(99):.2f} ms, "
+        f"max {floor.pct(100):.2f} ms, {floor.errors} errors. Every /judge waits for one such "
+        "CREATE, so this p99 is a floor under the p99 of /judge at that moment on this machine.",
+        "",
         "## Machine",
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
-        "- everything on this one machine: load generator, node, SurrealDB stand-in",
+        "- everything on this one machine: load generator, node, SurrealDB stand-in, and "
+        "whatever else runs there (load_before/after: 1, 5, 15-minute load averages)",
         "",
         "## How it was measured",
         "",
@@ -300,11 +408,11 @@ def write_report(
         "from the surrealdb-embedded wheel behind the server's /rpc WebSocket, surrealkv "
         "storage on disk) and one node (`python -m cynic_node`, uvicorn, 1 worker, "
         "`CYNIC_BENCH_ROUTES=1`), both on loopback, started fresh by the script.",
-        "- Load: aiohttp 3 client on uvloop, one session, up to 512 keep-alive connections, "
-        f"open loop at a constant rate for {duration:g} s per step after a 2 s warm-up; "
-        "rising rates; the "
-        "ladder stops at the first failing rate and then tries one rate between the last pass "
-        "and the first fail.",
+        "- Load: aiohttp 3 client on uvloop, one session per endpoint, up to 512 keep-alive "
+        f"connections, open loop at a constant rate for {duration:g} s per step after a 2 s "
+        "warm-up; rising rates, the two endpoints' steps interleaved rate by rate (so both see "
+        "the machine in the same state); each ladder stops at its first failing rate and then "
+        "tries one rate between its last pass and that failure.",
         "- Latency of each request is taken from its intended send time (t0 + i/rate), so a "
         "server or generator that falls behind is charged for it (coordinated omission "
         "corrected); clock `time.perf_counter_ns()`.",
@@ -415,20 +523,17 @@ def main() -> int:
         base = f"http://127.0.0.1:{node_port}"
         judge_rates = [int(r) for r in args.judge_rates.split(",")]
         empty_rates = [int(r) for r in args.empty_rates.split(",")]
-        counter = [0]
-        print("POST /judge", flush=True)
-        # Split the remaining time budget evenly between the two ladders.
-        half = started + (args.budget_s / 2)
-        judge, warm_ok = asyncio.run(
-            ladder(base, "judge", "/judge", judge_rates, args.duration, counter, half)
-        )
-        print("POST /_bench/empty", flush=True)
-        empty, _ = asyncio.run(
-            ladder(base, "empty", "/_bench/empty", empty_rates, args.duration, counter, deadline)
+        print("POST /judge and POST /_bench/empty, interleaved", flush=True)
+        judge, empty, warm_ok = run(
+            ladders(base, judge_rates, empty_rates, args.duration, deadline)
         )
         stored = run(count_stored(ws_url))
+        print("SurrealDB alone (reference)", flush=True)
+        floor = run(store_floor(ws_url, 200, 5.0))
+        report_line(floor)
         ok_judged = warm_ok + sum(s.ok for s in judge)
-        write_report(args.out, judge, empty, info, stored, ok_judged, args.duration)
+        info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        write_report(args.out, judge, empty, floor, info, stored, ok_judged, args.duration)
         bj, be = best(judge), best(empty)
         print(
             f"judge {bj.rate if bj else 0}/s, empty {be.rate if be else 0}/s, "

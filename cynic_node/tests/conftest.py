@@ -13,6 +13,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# The source tree, for runs whose rootdir is not cynic_node/ (pyproject's pythonpath unused).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient

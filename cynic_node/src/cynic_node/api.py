@@ -237,8 +237,10 @@ def create_app(
                 }
             )
             await _serve_stream(ws, queue, settings.ws_ping_interval_s)
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the client left (RuntimeError: sending after the close)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The client left: Starlette raises RuntimeError and uvicorn ClientDisconnected
+            # (an OSError) when sending after the close.
+            pass
         finally:
             hub.unsubscribe(queue)
 

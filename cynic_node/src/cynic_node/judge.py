@@ -30,6 +30,7 @@ from cynic_node.scoring import (
 # (budget 0.01) stays at REFLEX, which needs no LLM and answers in microseconds.
 MICRO_MIN_BUDGET_USD = 0.05
 MACRO_MIN_BUDGET_USD = 0.5
+BIG_CONTENT_CHARS = 64 * 1024
 REFLEX_CONFIDENCE = 0.382  # φ⁻², as the contract writes it
 
 
@@ -51,8 +52,13 @@ def choose_level(req: JudgeRequest) -> str:
     return "MICRO" if req.budget_usd < MACRO_MIN_BUDGET_USD else "MACRO"
 
 
-def _reflex(req: JudgeRequest, started: float) -> Verdict:
-    scores = score_reflex(req.content_text, req.reality)
+async def _reflex(req: JudgeRequest, started: float) -> Verdict:
+    if len(req.content_text) > BIG_CONTENT_CHARS:
+        # A near-megabyte body takes a good fraction of a second to scan: off the event loop,
+        # so the other requests keep moving meanwhile.
+        scores = await asyncio.to_thread(score_reflex, req.content_text, req.reality)
+    else:
+        scores = score_reflex(req.content_text, req.reality)
     return Verdict(
         scores=scores,
         confidence=REFLEX_CONFIDENCE,
@@ -67,7 +73,7 @@ async def judge(req: JudgeRequest, llm: OllamaClient | None) -> Verdict:
     started = time.perf_counter()
     level = choose_level(req)
     if level == "REFLEX" or llm is None or not req.content_text.strip():
-        return _reflex(req, started)
+        return await _reflex(req, started)
 
     dogs = MICRO_DOGS if level == "MICRO" else MACRO_DOGS
     opinions = await asyncio.gather(
@@ -80,7 +86,7 @@ async def judge(req: JudgeRequest, llm: OllamaClient | None) -> Verdict:
     llm_views = {dog: o.view for dog, o in zip(dogs, opinions, strict=True) if o.view}
     if not llm_views:
         # Ollama unreachable or unusable: the judgment degrades to REFLEX and says so.
-        fallback = _reflex(req, started)
+        fallback = await _reflex(req, started)
         return Verdict(
             scores=fallback.scores,
             confidence=fallback.confidence,

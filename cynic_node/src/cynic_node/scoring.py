@@ -43,7 +43,9 @@ REALITY_WEIGHTS: Mapping[str, Mapping[str, float]] = {
 
 REFLEX_DOGS = ("CYNIC", "GUARDIAN", "ANALYST", "JANITOR")
 
-VERDICTS = ((82.0, "HOWL"), (100 * PHI_INV, "WAG"), (100 * PHI_INV2, "GROWL"))
+# The contract's thresholds, as written (100·φ⁻¹ and 100·φ⁻² rounded to one decimal): Q has
+# three decimals, so 61.801 must be WAG and 38.199 BARK, exactly as the contract says.
+VERDICTS = ((82.0, "HOWL"), (61.8, "WAG"), (38.2, "GROWL"))
 
 
 @dataclass(frozen=True, slots=True)
