@@ -77,6 +77,7 @@ lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check plugins tests tools cynic_node scripts
+	cd cynic_node && $(BIN)/mypy
 	$(PY) scripts/check-argspecs.py
 	for p in playbooks/*.yml playbooks/drills/*.yml; do [ -f "$$p" ] || continue; \
 	  $(BIN)/ansible-playbook -i inventories/example --syntax-check "$$p" >/dev/null || exit 1; done

@@ -22,6 +22,10 @@ def series(timeline: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
+def num(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else "?"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         sys.stderr.write(__doc__ or "")
@@ -52,6 +56,10 @@ def main(argv: list[str]) -> int:
         rate.plot(x, y, color=colour, linewidth=1.0, linestyle=":", label=f"{label}: sent")
         x, y = series(timeline, "ok")
         rate.plot(x, y, color=colour, linewidth=1.6, label=f"{label}: ok")
+        failed = [(s["second"], s.get("errors", 0) + s.get("dropped", 0)) for s in timeline]
+        if any(count for _, count in failed):
+            rate.plot([p[0] for p in failed], [p[1] for p in failed], color=colour, linewidth=1.0,
+                      linestyle="-.", label=f"{label}: errors + dropped")
     target = (facts.get("cluster_run") or {}).get("target_rate")
     if target:
         rate.axhline(float(target), color="grey", linewidth=0.8, label=f"target {target:g} req/s")
@@ -66,8 +74,8 @@ def main(argv: list[str]) -> int:
     rate.legend(fontsize=8, loc="lower right")
     cluster = facts.get("cluster_run") or {}
     fig.suptitle(
-        f"CYNIC stress: {cluster.get('target_rate', '?')} req/s for {cluster.get('duration_s', '?')} s, "
-        f"run {cluster.get('run_id', '?')}",
+        f"CYNIC stress: {num(cluster.get('target_rate'))} req/s for {num(cluster.get('duration_s'))} s "
+        f"through the load balancer, run {cluster.get('run_id', '?')}",
     )
     fig.tight_layout()
     out = Path(argv[2])

@@ -1,0 +1,83 @@
+"""Helpers of the cluster scenario's verify tests.
+
+Four hosts: lb (nginx, the load generator), data (SurrealDB, Ollama), app1 and app2 (two CYNIC
+instances each), on the private network 172.29.42.0/24 of molecule.yml. Tests restrict testinfra's
+`host` to one host with `testinfra_hosts` and reach the others through the `cluster` fixture.
+
+run_py and run_playbook are the same helpers as molecule/default/tests/conftest.py (copied, not
+imported, since pytest loads each scenario's conftest as the module `conftest`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import testinfra
+
+PLAYBOOKS = Path(__file__).parent / "playbooks"
+REPO = Path(__file__).resolve().parents[3]
+
+LB, DATA, APP1, APP2 = "cynic-cluster-lb", "cynic-cluster-data", "cynic-cluster-app1", "cynic-cluster-app2"
+ADDRESS = {LB: "172.29.42.10", DATA: "172.29.42.11", APP1: "172.29.42.21", APP2: "172.29.42.22"}
+APPS = (APP1, APP2)
+# cynic_instances of molecule.yml: two per app host; INSTANCE_ID is "<host>-<id>".
+INSTANCES = {APP1: {"1": 8001, "2": 8002}, APP2: {"1": 8001, "2": 8002}}
+INSTANCE_IDS = sorted(f"{h}-{i}" for h, ids in INSTANCES.items() for i in ids)
+SECRET_VAR = "surrealdb_root_password"
+
+
+def run_py(host, code: str, python: str = "python3", timeout: int = 300) -> object:
+    """Run Python code inside the container and return its JSON output."""
+    script = textwrap.dedent(code)
+    result = host.run(f"timeout {timeout} {python} - <<'PYEOF'\n{script}\nPYEOF")
+    assert result.rc == 0, result.stderr or result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_playbook(playbook: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a playbook (tests/playbooks/NAME, else REPO/NAME) against the converged instances.
+
+    stdout holds stdout and stderr together, without colours, results as one-line JSON (the
+    scenario's ansible.cfg asks for YAML, which wraps long messages).
+    """
+    path = Path(playbook)
+    if not path.is_absolute():
+        path = PLAYBOOKS / path if (PLAYBOOKS / path).exists() else REPO / path
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False, env=env,
+    )
+
+
+def drill_result(path: Path, output: str) -> dict:
+    """The summary a drill wrote to drill_result_file."""
+    assert path.exists(), output[-4000:]
+    return json.loads(path.read_text())
+
+
+def record(name: str, data: object) -> None:
+    """Keep a measured figure in the scenario's ephemeral directory (drill-results.jsonl)."""
+    directory = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
+    if directory:
+        with open(os.path.join(directory, "drill-results.jsonl"), "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": name, "result": data}) + "\n")
+    print(name, json.dumps(data))
+
+
+@pytest.fixture(scope="session")
+def cluster(request):
+    """testinfra hosts by inventory name."""
+    inventory = request.config.option.ansible_inventory
+    return {name: testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory) for name in ADDRESS}
+
+
+@pytest.fixture(scope="session")
+def secret(cluster):
+    value = cluster[DATA].ansible.get_variables()[SECRET_VAR]
+    assert len(value) >= 12
+    return value

@@ -1,0 +1,67 @@
+"""The fault drills of playbooks/drills/, each under 150 req/s from the lb host, as operators run them."""
+from __future__ import annotations
+
+import pytest
+from conftest import INSTANCE_IDS, LB, drill_result, record, run_playbook
+
+testinfra_hosts = [f"ansible://{LB}"]
+
+
+@pytest.fixture
+def run_drill(tmp_path):
+    def run(name: str, *extra: str):
+        out = tmp_path / f"{name}.json"
+        result = run_playbook(f"playbooks/drills/{name}.yml", "-e", f"drill_result_file={out}", *extra)
+        return result, drill_result(out, result.stdout)
+    return run
+
+
+def test_kill_one_instance(run_drill, secret):
+    result, summary = run_drill("kill_instance")
+    record("kill_instance", summary)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert summary["rate"] == 150 and summary["planned"] == 150 * 30
+    assert summary["error_rate"] <= 0.005
+    assert summary["nrestarts_after"] == summary["nrestarts_before"] + 1
+    assert sorted(summary["instances"]) == INSTANCE_IDS  # the killed one came back and served again
+    assert secret not in result.stdout
+
+
+def test_restart_surrealdb(run_drill, secret):
+    # -v: the run hands SurrealDB's password to cynic_cluster_facts; it must not show.
+    result, summary = run_drill("restart_surrealdb", "-v")
+    record("restart_surrealdb", summary)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "500" not in summary["status_codes"]
+    assert summary["judgments_missing"] == 0 and summary["duplicate_cells"] == 0
+    assert summary["judgments_answered_200"] >= 0.9 * summary["planned"]
+    assert secret not in result.stdout
+
+
+def test_rolling_update_under_load(run_drill, secret):
+    result, summary = run_drill("rolling_update")
+    record("rolling_update", summary)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert summary["status_codes"] == {"200": summary["planned"]}
+    assert summary["instances_restarted"] == len(INSTANCE_IDS)
+    assert secret not in result.stdout
+
+
+def test_cynic_home_unwritable(run_drill, secret):
+    result, summary = run_drill("cynic_home_unwritable")
+    record("cynic_home_unwritable", summary)
+    assert secret not in result.stdout
+    # No 500, no crash or restart, recovery: these must hold whatever the node does.
+    assert "robustness checks passed" in result.stdout, result.stdout[-4000:]
+    assert "500" not in summary["status_codes"]
+    assert summary["instance_restarts"] == 0 and summary["main_pids_unchanged"]
+    assert summary["recovered_and_journaling"]
+    if result.returncode != 0:
+        assert "FAILED (contract)" in result.stdout, result.stdout[-4000:]
+        # The node (cynic_node/, not this scenario's) still answers 200 when it cannot append the
+        # judgment's journal line: CYNIC-API.md wants the line for every 200, and a 503 with
+        # Retry-After when storage cannot be written. Visible as XFAIL until the node does so.
+        pytest.xfail(
+            f"node answered {summary['probe_during_fault']['status']} while CYNIC_HOME was unwritable; "
+            f"{summary['answered_200_without_journal_line']} judgments answered 200 have no journal line"
+        )

@@ -1,0 +1,146 @@
+"""Hardening, users, secrets, SurrealDB authentication, nginx's body limit and rate limiting."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import ADDRESS, APP1, APP2, DATA, INSTANCES, LB, record, run_playbook, run_py
+
+testinfra_hosts = [f"ansible://{LB}"]
+
+# unit -> (host, user of its main process)
+UNITS = {
+    "surrealdb.service": (DATA, "surrealdb"),
+    "ollama.service": (DATA, "ollama"),
+    **{f"cynic@{i}.service": (APP1, "cynic") for i in INSTANCES[APP1]},
+    **{f"cynic@{i}.service@app2": (APP2, "cynic") for i in INSTANCES[APP2]},
+    "nginx.service": (LB, "root"),  # the master: root by design, bounded (see below); workers www-data
+}
+# CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_SETGID, CAP_SETUID, CAP_NET_BIND_SERVICE
+NGINX_MASTER_CAPS = (1 << 0) | (1 << 1) | (1 << 6) | (1 << 7) | (1 << 10)
+
+
+def main_pid(host, unit: str) -> int:
+    pid = int(host.check_output(f"systemctl show -p MainPID --value {unit}"))
+    assert pid > 0, unit
+    return pid
+
+
+@pytest.mark.parametrize("key", sorted(UNITS))
+def test_unit_exposure_is_ok_or_better(cluster, key):
+    name, _ = UNITS[key]
+    unit = key.split("@app2")[0]
+    out = cluster[name].check_output(f"systemd-analyze security --no-pager {unit}")
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", out)
+    assert match, out
+    record(f"systemd-analyze {name} {unit}", f"{match.group(1)} {match.group(2)}")
+    assert float(match.group(1)) <= 5.0, out
+
+
+@pytest.mark.parametrize("key", sorted(UNITS))
+def test_unit_runs_as_its_own_user(cluster, key):
+    name, user = UNITS[key]
+    unit = key.split("@app2")[0]
+    host = cluster[name]
+    pid = main_pid(host, unit)
+    assert host.check_output(f"ps -o user= -p {pid}").strip() == user
+    if unit == "nginx.service":
+        workers = host.check_output(f"ps -o user= --ppid {pid}").split()
+        assert workers and set(workers) == {"www-data"}, workers
+        status = host.file(f"/proc/{pid}/status").content_string
+        bounding = int(re.search(r"^CapBnd:\s+([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)
+        assert bounding == NGINX_MASTER_CAPS, hex(bounding)
+        for worker in host.check_output(f"pgrep -P {pid}").split():
+            worker_status = host.file(f"/proc/{worker}/status").content_string
+            assert re.search(r"^CapEff:\s+0+$", worker_status, re.MULTILINE), worker_status
+
+
+def test_secret_is_in_no_process_list_journal_or_unit(cluster, secret):
+    for name, host in cluster.items():
+        assert secret not in host.check_output("ps -eo args"), name
+        assert secret not in host.check_output("journalctl -o cat --no-pager"), name
+        assert secret not in host.check_output("cat /etc/systemd/system/*.service"), name
+    for name, path in ((DATA, "/etc/surrealdb/surrealdb.env"), (APP1, "/etc/cynic/cynic.env"), (APP2, "/etc/cynic/cynic.env")):
+        env = cluster[name].file(path)
+        assert (env.user, env.group, env.mode) == ("root", "root", 0o600), (name, path)
+    assert secret not in cluster[DATA].check_output("systemctl show surrealdb.service")
+
+
+def test_secret_is_not_in_ansible_output_and_converge_changes_nothing(secret):
+    result = run_playbook("playbooks/site.yml", "-v")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert secret not in result.stdout
+    recap = re.findall(r"^(cynic-cluster-\S+)\s+: ok=\d+\s+changed=(\d+)", result.stdout, re.MULTILINE)
+    assert len(recap) == 4 and all(changed == "0" for _, changed in recap), recap
+
+
+def test_surrealdb_refuses_anonymous_and_wrong_password(cluster, secret):
+    app = cluster[APP1]
+    sql = (f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Accept: application/json' -H 'Surreal-NS: cynic' "
+           f"-H 'Surreal-DB: cynic' --data-binary 'SELECT * FROM judgment LIMIT 1;' AUTH http://{ADDRESS[DATA]}:8000/sql")
+    anonymous = app.check_output(sql.replace("AUTH", ""))
+    wrong = app.check_output(sql.replace("AUTH", "-u root:not-the-password"))
+    right = app.check_output(sql.replace("AUTH", f"-u root:{secret}"))
+    record("surrealdb auth", {"anonymous": anonymous, "wrong_password": wrong, "right_password": right})
+    assert anonymous in ("401", "403")
+    assert wrong == "401"
+    assert right == "200"
+    # The RPC endpoint the instances use refuses an anonymous query too.
+    rpc = json.loads(app.check_output(
+        "curl -s -H 'Content-Type: application/json' -H 'Accept: application/json' -H 'Surreal-NS: cynic' "
+        "-H 'Surreal-DB: cynic' --data-binary %s http://%s:8000/rpc",
+        json.dumps({"id": 1, "method": "query", "params": ["SELECT * FROM judgment LIMIT 1"]}), ADDRESS[DATA],
+    ))
+    assert "error" in json.dumps(rpc).lower() and "judgment_id" not in json.dumps(rpc), rpc
+
+
+def test_nginx_rejects_a_body_over_the_limit(host):
+    answer = run_py(host, """
+        import json, urllib.request, urllib.error
+        body = json.dumps({"content": "x" * (2 * 1024 * 1024)}).encode()
+        req = urllib.request.Request("http://127.0.0.1/judge", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                print(json.dumps({"status": r.status, "instance": r.headers.get("X-Instance-ID")}))
+        except urllib.error.HTTPError as e:
+            print(json.dumps({"status": e.code, "instance": e.headers.get("X-Instance-ID")}))
+    """)
+    assert answer == {"status": 413, "instance": None}, answer  # refused by nginx, no instance saw it
+
+
+BURST = """
+import json, threading, urllib.request, urllib.error
+statuses = {}
+lock = threading.Lock()
+def one(n):
+    req = urllib.request.Request("http://127.0.0.1/judge", method="POST",
+        data=json.dumps({"content": "burst %d" % n}).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            code = r.status
+    except urllib.error.HTTPError as e:
+        code = e.code
+    with lock:
+        statuses[str(code)] = statuses.get(str(code), 0) + 1
+threads = [threading.Thread(target=one, args=(n,)) for n in range(80)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(statuses))
+"""
+
+
+def test_rate_limit_answers_429_beyond_the_burst_and_switches_off(host):
+    on = run_playbook("nginx_lb.yml", "-e", "nginx_lb_rate_limit=10r/s", "-e", "nginx_lb_rate_limit_burst=5")
+    try:
+        assert on.returncode == 0, on.stdout[-3000:]
+        limited = run_py(host, BURST)
+    finally:
+        off = run_playbook("nginx_lb.yml")
+    assert off.returncode == 0, off.stdout[-3000:]
+    unlimited = run_py(host, BURST)
+    record("rate limit burst of 80", {"on (10r/s burst 5)": limited, "off": unlimited})
+    assert set(limited) == {"200", "429"} and limited["429"] >= 40, limited
+    assert unlimited == {"200": 80}, unlimited
+    assert "limit_req" not in host.file("/etc/nginx/nginx.conf").content_string
