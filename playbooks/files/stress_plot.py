@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Plot the latency over time of a playbooks/stress.yml run.
 
 Usage: stress_plot.py STRESS_FACTS_JSON OUT_PNG
