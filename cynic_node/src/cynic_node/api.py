@@ -1,7 +1,8 @@
 """The HTTP and WebSocket surface: POST /judge, GET /health, GET /metrics, WS /ws/stream.
 
 Error contract: an invalid request is a 422 naming its field, a body over the limit a 413,
-SurrealDB unreachable a 503 with Retry-After; nothing a client sends can produce a 500 or a
+SurrealDB unreachable a 503 with Retry-After, and so is a judgment created here whose line could
+not be appended to judgments.jsonl; nothing a client sends can produce a 500 or a
 stack trace (the outer middleware turns any bug into a bare JSON 500 and logs it, so even
 then no trace leaves the process). Every HTTP response carries X-Instance-ID.
 """
@@ -26,7 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 from cynic_node import __version__
 from cynic_node.config import Settings
 from cynic_node.events import EventHub
-from cynic_node.journal import Journal
+from cynic_node.journal import Journal, JournalUnavailable
 from cynic_node.llm import OllamaClient
 from cynic_node.metrics import CONTENT_TYPE, Metrics, route_label
 from cynic_node.models import RequestError, parse_judge_request
@@ -189,12 +190,17 @@ def create_app(
         except StoreUnavailable as exc:
             log.warning("judgment %s not stored: %s", req.cell_id, exc)
             return _unavailable(settings, "storage unavailable, retry later")
+        except JournalUnavailable as exc:
+            log.warning("judgment %s stored but not journaled: %s", req.cell_id, exc)
+            return _unavailable(settings, f"journal unavailable: {exc}")
         return JSONResponse(answer)
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
         storage_ok, (llm_ok, models) = await asyncio.gather(store.ping(), llm.probe())
-        if not storage_ok:
+        journal_error = journal.check()
+        if not storage_ok or journal_error is not None:
+            # No judgment can be answered 200 here (not stored, or not journaled): out of service.
             status, code = "unavailable", 503
         elif not llm_ok:
             status, code = "degraded", 200  # REFLEX judgments still work
@@ -207,6 +213,11 @@ def create_app(
             "uptime_s": round(time.monotonic() - started_at, 3),
             "storage": {"surreal": "connected" if storage_ok else "disconnected"},
             "llm": {"ollama": "reachable" if llm_ok else "unreachable", "models": models},
+            "journal": (
+                {"status": "writable"}
+                if journal_error is None
+                else {"status": "unwritable", "error": journal_error}
+            ),
             "judgments_total": service.judgments_total,
             "phi": PHI,
         }

@@ -15,6 +15,7 @@ be written, and /health reports the journal unwritable.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -60,10 +61,8 @@ class Journal:
 
     def _drop(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cynic_node.events import EventHub
-from cynic_node.journal import Journal
+from cynic_node.journal import Journal, JournalUnavailable
 from cynic_node.judge import Verdict, choose_level, judge
 from cynic_node.llm import OllamaClient
 from cynic_node.metrics import Metrics
@@ -82,7 +82,9 @@ class JudgmentService:
         self._inflight: dict[str, asyncio.Future[tuple[dict[str, Any], bool]]] = {}
 
     async def judge(self, req: JudgeRequest) -> dict[str, Any]:
-        """The answer for req; raises StoreUnavailable when SurrealDB cannot decide."""
+        """The answer for req; raises StoreUnavailable when SurrealDB cannot decide, and
+        JournalUnavailable when this instance created the judgment but could not journal it
+        (the record is stored: a retry gets it, reused, with 200)."""
         cid = req.cell_id
         pending = self._inflight.get(cid)
         if pending is not None:
@@ -130,8 +132,11 @@ class JudgmentService:
         stored, created = await self.store.create_or_get(cid, record)
         if created:
             answer = to_response(stored, reused=False)
-            self.journal.append({**answer, "created_at": record["created_at"]})
-            self.hub.publish("JUDGMENT_CREATED", answer)
+            journaled = self.journal.append({**answer, "created_at": record["created_at"]})
+            self.hub.publish("JUDGMENT_CREATED", answer)  # stored, journaled or not
+            if not journaled:
+                # No 200 without the journal line (CYNIC-API.md): the caller answers 503.
+                raise JournalUnavailable(self.journal.last_error or "cannot append")
         return stored, created
 
     def _record(self, req: JudgeRequest, cid: str, v: Verdict) -> dict[str, Any]:
