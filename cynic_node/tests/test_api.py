@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from cynic_node.api import create_app
 from cynic_node.config import Settings
+from cynic_node.journal import Journal
 from nodetest_helpers import read_journal
 
 FIELDS = {
@@ -232,3 +235,47 @@ def test_storage_down_is_503_with_retry_after(tmp_path: Path) -> None:
         # bad input is still 422, not 503: validation comes first
         assert c.post("/judge", json={"content": None}).status_code == 422
     assert read_journal(tmp_path) == []
+
+
+def test_unwritable_journal_is_503_then_recovers(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = client.post("/judge", json={"content": "journaled before the fault"})
+    assert first.status_code == 200
+    path = settings.journal_path
+    aside = path.with_name("aside.jsonl")
+
+    def efbig(fd: int, line: bytes) -> int:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    # The fault: appends fail (as under a file-size limit), and the file cannot be opened again
+    # (a directory in its place: root ignores a read-only mode, not EISDIR).
+    monkeypatch.setattr(Journal, "_write", staticmethod(efbig))
+    path.rename(aside)
+    path.mkdir()
+    r = client.post("/judge", json={"content": "during the fault"})
+    assert r.status_code == 503
+    assert int(r.headers["Retry-After"]) > 0
+    assert r.json()["detail"].startswith("journal unavailable: ")
+    h = client.get("/health")
+    assert h.status_code == 503
+    assert h.json()["status"] == "unavailable"
+    assert h.json()["journal"]["status"] == "unwritable"
+    assert "journal_errors_total" in client.get("/metrics").text
+
+    # The fix, without a restart: the next request is journaled and answered 200 again.
+    monkeypatch.undo()
+    path.rmdir()
+    aside.rename(path)
+    h = client.get("/health")
+    assert h.status_code == 200
+    assert h.json()["journal"] == {"status": "writable"}
+    after = client.post("/judge", json={"content": "after the fault"})
+    assert after.status_code == 200
+    assert after.json()["reused"] is False
+    # The judgment answered 503 was stored: a retry gets it, reused, with 200.
+    retry = client.post("/judge", json={"content": "during the fault"})
+    assert retry.status_code == 200
+    assert retry.json()["reused"] is True
+    ids = [line["judgment_id"] for line in read_journal(settings.cynic_home)]
+    assert ids == [first.json()["judgment_id"], after.json()["judgment_id"]]

@@ -4,13 +4,16 @@
   one judgment id in all 150 answers, one journal line;
 - outage: SurrealDB stopped gives 503 + Retry-After and /health 503; started again, the same
   node process recovers by itself;
-- a least-privilege database user on a table the deployment defined beforehand.
+- a least-privilege database user on a table the deployment defined beforehand;
+- journal: a file-size limit on the running process gives 503 + Retry-After and /health 503;
+  lifted, the same process journals and answers 200 again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import resource
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +202,36 @@ def test_wrong_password_is_unavailable_not_a_crash(
     assert http_get(f"{node.url}/health")[0] == 503
     assert asyncio.run(post_all([(node.url, {"content": "x"})]))[0][0] == 503
     assert "refused the sign-in" in node.log_path.read_text()
+
+
+def test_journal_size_limit_503_then_recovery_without_restart(
+    surreal: SurrealServer, start_node: StartNode, tmp_path: Path
+) -> None:
+    # The drill's fault (playbooks/drills/cynic_home_unwritable.yml): the running process's
+    # file-size limit lowered to 0, so its appends fail with EFBIG; then restored.
+    home = tmp_path / "home"
+    node = start_node("fsize", surreal.ws_url, home)
+    before = asyncio.run(post_all([(node.url, {"content": "journaled before"})]))[0]
+    assert before[0] == 200
+    limits = resource.prlimit(node.proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(node.proc.pid, resource.RLIMIT_FSIZE, (0, limits[1]))
+    try:
+        status, headers, body = asyncio.run(post_all([(node.url, {"content": "during"})]))[0]
+        assert status == 503
+        assert int(headers["Retry-After"]) > 0
+        assert body["detail"].startswith("journal unavailable: ")
+        code, health = http_get(f"{node.url}/health")
+        assert code == 503
+        assert health["status"] == "unavailable"
+        assert health["journal"]["status"] == "unwritable"
+    finally:
+        resource.prlimit(node.proc.pid, resource.RLIMIT_FSIZE, limits)
+    wait_until(lambda: http_get(f"{node.url}/health")[0] == 200, 10, "journal recovery")
+    after = asyncio.run(post_all([(node.url, {"content": "journaled after"})]))[0]
+    assert after[0] == 200
+    retry = asyncio.run(post_all([(node.url, {"content": "during"})]))[0]
+    assert retry[0] == 200
+    assert retry[2]["reused"] is True
+    assert node.proc.poll() is None  # the same process, never restarted
+    ids = [line["judgment_id"] for line in read_journal(home)]
+    assert ids == [before[2]["judgment_id"], after[2]["judgment_id"]]
