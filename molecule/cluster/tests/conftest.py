@@ -4,22 +4,24 @@ Four hosts: lb (nginx, the load generator), data (SurrealDB, Ollama), app1 and a
 instances each), on the private network 172.29.42.0/24 of molecule.yml. Tests restrict testinfra's
 `host` to one host with `testinfra_hosts` and reach the others through the `cluster` fixture.
 
-run_py and run_playbook are the same helpers as molecule/default/tests/conftest.py (copied, not
-imported, since pytest loads each scenario's conftest as the module `conftest`).
+run_py and run_playbook come from molecule/shared/molecule_helpers.py, like the default scenario's.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import textwrap
+import sys
 from pathlib import Path
 
 import pytest
 import testinfra
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from molecule_helpers import REPO, run_playbook_in, run_py  # noqa: E402  (after the path it needs)
+
 PLAYBOOKS = Path(__file__).parent / "playbooks"
-REPO = Path(__file__).resolve().parents[3]
+__all__ = ["REPO", "run_playbook", "run_py"]
 
 LB, DATA, APP1, APP2 = "cynic-cluster-lb", "cynic-cluster-data", "cynic-cluster-app1", "cynic-cluster-app2"
 ADDRESS = {LB: "172.29.42.10", DATA: "172.29.42.11", APP1: "172.29.42.21", APP2: "172.29.42.22"}
@@ -30,28 +32,9 @@ INSTANCE_IDS = sorted(f"{h}-{i}" for h, ids in INSTANCES.items() for i in ids)
 SECRET_VAR = "surrealdb_root_password"
 
 
-def run_py(host, code: str, python: str = "python3", timeout: int = 300) -> object:
-    """Run Python code inside the container and return its JSON output."""
-    script = textwrap.dedent(code)
-    result = host.run(f"timeout {timeout} {python} - <<'PYEOF'\n{script}\nPYEOF")
-    assert result.rc == 0, result.stderr or result.stdout
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def run_playbook(playbook: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Run a playbook (tests/playbooks/NAME, else REPO/NAME) against the converged instances.
-
-    stdout holds stdout and stderr together, without colours, results as one-line JSON (the
-    scenario's ansible.cfg asks for YAML, which wraps long messages).
-    """
-    path = Path(playbook)
-    if not path.is_absolute():
-        path = PLAYBOOKS / path if (PLAYBOOKS / path).exists() else REPO / path
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    return subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(path), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False, env=env,
-    )
+    """Run tests/playbooks/NAME, else REPO/NAME, against the converged hosts."""
+    return run_playbook_in(PLAYBOOKS, playbook, *extra)
 
 
 def drill_result(path: Path, output: str) -> dict:

@@ -1,0 +1,39 @@
+"""Helpers shared by the scenarios' verify tests (each scenario's conftest imports them).
+
+testinfra reaches the containers through Ansible, one round trip per command, so HTTP work is done
+by small Python programs run inside a container, which print JSON back; playbooks (drills, stress,
+role error cases) run from the controller against the scenario's inventory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_py(host, code: str, python: str = "python3", timeout: int = 300) -> object:
+    """Run Python code inside the container and return its JSON output (its last line)."""
+    script = textwrap.dedent(code)
+    result = host.run(f"timeout {timeout} {python} - <<'PYEOF'\n{script}\nPYEOF")
+    assert result.rc == 0, result.stderr or result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_playbook_in(playbooks: Path, playbook: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a playbook (PLAYBOOKS/NAME, else REPO/NAME) against the scenario's converged hosts.
+
+    stdout holds stdout and stderr together, without colours, results as one-line JSON (the
+    scenarios' ansible.cfg asks for YAML, which wraps long messages).
+    """
+    path = Path(playbook)
+    if not path.is_absolute():
+        path = playbooks / path if (playbooks / path).exists() else REPO / path
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False, env=env,
+    )
