@@ -75,6 +75,8 @@ setup: venv image wheelhouse standins
 .PHONY: lint
 lint: venv
 	$(BIN)/yamllint -s .
+	@command -v shellcheck >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null; }
+	shellcheck scripts/*.sh .ci/run tests/standins/*/package.sh
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check plugins tests tools cynic_node scripts
 	cd cynic_node && $(BIN)/mypy

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make bench`: capacity of the lab cluster (container cynic-lab, `make lab`).
 
 Ramps an open-loop constant rate until the service objective breaks, for three targets, all in
@@ -246,7 +245,7 @@ def ramp(target: Target, factor: float, bisections: int, max_rate: int, duration
     if target.best is None or target.first_fail is None:
         return
     lo, hi = target.best, target.first_fail
-    for _ in range(bisections):
+    for _bisection in range(bisections):
         mid = round10((lo + hi) / 2)
         if mid in (lo, hi):
             break
@@ -311,7 +310,8 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
         "dropped and counted), timeout 5 s.",
         f"- Each step: {info['warmup']:g} s warm-up (not measured) then {info['duration']:g} s measured at a constant "
         f"rate. Before each step the bench waits until the stack in the container is idle again (under "
-        f"{SETTLE_CPU:g} CPU over 1 s, at most {SETTLE_MAX_S} s: the previous step's backlog has drained). The ramp starts at the rate in the table below and multiplies it by "
+        f"{SETTLE_CPU:g} CPU over 1 s, at most {SETTLE_MAX_S} s: the previous step's backlog has drained). "
+        f"The ramp starts at the rate in the table below and multiplies it by "
         f"{info['factor']:g} until a step breaks the objective (divides it when the first rate already breaks it), "
         f"then bisects {info['bisections']} times between the "
         "last rate that held and the first that broke. A step that breaks the objective is run once more "

@@ -27,9 +27,11 @@ DEST=$TMP/ansible_collections/cynic/cluster
 mkdir -p "$DEST"
 # The collection as git tracks it (plus new files). The node (cynic_node) and the test stand-ins are
 # programs of their own, checked by ruff, mypy and their own tests instead.
-(cd "$ROOT" && git ls-files -co --exclude-standard) \
+cd "$ROOT"
+git ls-files -co --exclude-standard \
   | grep -v -E '^(cynic_node/|tests/standins/|\.venv/|\.cache/)' \
-  | (cd "$ROOT" && xargs -d '\n' cp --parents -t "$DEST" 2>/dev/null || true)
+  | while IFS= read -r f; do if [ -e "$f" ]; then printf '%s\n' "$f"; fi; done \
+  | xargs -d '\n' cp --parents -t "$DEST"
 cd "$DEST"
 git init -q . && git add -A >/dev/null  # ansible-test lists files through git when it can
 "$VENV/bin/ansible-test" sanity --python 3.11 --local --color no "$@"

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         x, y = series(timeline, "ok")
         rate.plot(x, y, color=colour, linewidth=1.6, label=f"{label}: ok")
         failed = [(s["second"], s.get("errors", 0) + s.get("dropped", 0)) for s in timeline]
-        if any(count for _, count in failed):
+        if any(count for _second, count in failed):
             rate.plot([p[0] for p in failed], [p[1] for p in failed], color=colour, linewidth=1.0,
                       linestyle="-.", label=f"{label}: errors + dropped")
     target = (facts.get("cluster_run") or {}).get("target_rate")

@@ -29,7 +29,7 @@ def main_pid(host, unit: str) -> int:
 
 @pytest.mark.parametrize("key", sorted(UNITS))
 def test_unit_exposure_is_ok_or_better(cluster, key):
-    name, _ = UNITS[key]
+    name = UNITS[key][0]
     unit = key.split("@app2")[0]
     out = cluster[name].check_output(f"systemd-analyze security --no-pager {unit}")
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", out)
@@ -72,7 +72,7 @@ def test_secret_is_not_in_ansible_output_and_converge_changes_nothing(secret):
     assert result.returncode == 0, result.stdout[-4000:]
     assert secret not in result.stdout
     recap = re.findall(r"^(cynic-cluster-\S+)\s+: ok=\d+\s+changed=(\d+)", result.stdout, re.MULTILINE)
-    assert len(recap) == 4 and all(changed == "0" for _, changed in recap), recap
+    assert len(recap) == 4 and all(changed == "0" for _host, changed in recap), recap
 
 
 def test_surrealdb_refuses_anonymous_and_wrong_password(cluster, secret):

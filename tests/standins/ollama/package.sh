@@ -13,7 +13,7 @@
 set -euo pipefail
 
 usage() { echo "usage: $0 OUTDIR [VERSION]   (VERSION defaults to 0.14.2)" >&2; exit 2; }
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage; fi
 out=$1
 version=${2:-0.14.2}
 [[ $version =~ ^[0-9A-Za-z][0-9A-Za-z.+~-]*$ ]] || { echo "bad VERSION: $version" >&2; exit 2; }
