@@ -36,7 +36,7 @@ summary() {
   if docker exec "$NAME" test -x /usr/local/bin/surreal; then
     echo "  SurrealDB: $(docker exec "$NAME" curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/health) from /health at 127.0.0.1:8000 inside the container"
   fi
-  if docker exec "$NAME" test -f /etc/nginx/conf.d/cynic.conf 2>/dev/null; then
+  if docker exec "$NAME" grep -qs "upstream cynic" /etc/nginx/nginx.conf; then
     echo "  Load balancer: http://127.0.0.1:$LB_PORT"
     echo "  Try: curl -s -X POST http://127.0.0.1:$LB_PORT/judge -H 'Content-Type: application/json' \\"
     echo "         -d '{\"content\": \"def add(a, b): return a + b\", \"reality\": \"CODE\"}'"
