@@ -7,7 +7,9 @@ i is due at t0 + i/rate whether or not earlier ones have come back (open loop), 
 is measured from that due time, not from when it was actually sent: a stalled server or a
 late generator shows up as latency (coordinated omission corrected). A rate holds when every
 request answered 200 and p99 <= 50 ms; the ladder for a target stops at its first failing rate,
-then tries one rate between the last pass and the first fail.
+then bisects between the last pass and the first fail. The generator's cyclic garbage collector
+is off while a step runs: its full collections stopped the generator for 20-150 ms, which the
+due-time clock would have charged to the server.
 
 Usage: .venv/bin/python cynic_node/bench/bench_node.py --out reports/bench-node.md
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import math
 import os
@@ -41,6 +45,7 @@ REPO = HERE.parent.parent
 STANDIN = REPO / "tests/standins/surreal/surreal"
 P99_LIMIT_MS = 50.0
 TIMEOUT_S = 5.0
+REFINED_ENOUGH = 1.1  # bisection stops when the first failure is within 10% of the last pass
 BENCH_PASS = "bench-only-password"  # a throwaway database in a temporary directory
 
 
@@ -99,6 +104,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+@contextlib.contextmanager
+def gc_paused() -> Any:
+    """No cyclic GC in this process while requests are timed: a full collection of the
+    generator's heap stops its loop for 20-150 ms (seen here), which would be charged to the
+    server as latency. Reference counting frees the rest; the collector resumes after."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def run_step(
     session: aiohttp.ClientSession,
     url: str,
@@ -127,20 +145,21 @@ async def run_step(
         latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
 
     interval_ns = 1e9 / rate
-    start_ns = time.perf_counter_ns()
-    i = 0
-    while i < planned:
-        now = time.perf_counter_ns()
-        # Fire everything that is due (a late wake-up sends a burst: open loop).
-        while i < planned and start_ns + i * interval_ns <= now:
-            due = int(start_ns + i * interval_ns)
-            tasks.append(asyncio.create_task(one(i, due)))
-            i += 1
-        if i < planned:
-            wait_s = (start_ns + i * interval_ns - time.perf_counter_ns()) / 1e9
-            await asyncio.sleep(max(0.0, wait_s))
-    await asyncio.gather(*tasks)
-    elapsed = (time.perf_counter_ns() - start_ns) / 1e9
+    with gc_paused():
+        start_ns = time.perf_counter_ns()
+        i = 0
+        while i < planned:
+            now = time.perf_counter_ns()
+            # Fire everything that is due (a late wake-up sends a burst: open loop).
+            while i < planned and start_ns + i * interval_ns <= now:
+                due = int(start_ns + i * interval_ns)
+                tasks.append(asyncio.create_task(one(i, due)))
+                i += 1
+            if i < planned:
+                wait_s = (start_ns + i * interval_ns - time.perf_counter_ns()) / 1e9
+                await asyncio.sleep(max(0.0, wait_s))
+        await asyncio.gather(*tasks)
+        elapsed = (time.perf_counter_ns() - start_ns) / 1e9
     return Step(
         target,
         rate,
@@ -190,12 +209,14 @@ async def ladders(
     empty_rates: list[int],
     duration: float,
     deadline: float,
+    refine: int,
 ) -> tuple[list[Step], list[Step], int]:
     """Both ladders, interleaved rate by rate so that both see the same machine.
 
     On a machine shared with other work the load varies over minutes; running all of one
     ladder and then all of the other would compare two different moments. Each ladder stops
-    at its first failing rate, then tries one rate between its last pass and that failure.
+    at its first failing rate, then bisects (geometrically) between its last pass and its
+    first failure, up to `refine` times or until they are less than 10% apart.
     Returns the /judge steps, the empty steps, and the warm-up answers of /judge.
     """
     counter = [0]
@@ -237,16 +258,15 @@ async def ladders(
                     ladder.first_fail = -1
                     continue
                 await ladder.step(ladder.rates[i], duration)
-        for ladder in (judge, empty_l):
-            middle = (
-                int(math.sqrt(ladder.last_pass * ladder.first_fail))
-                if (ladder.last_pass and ladder.first_fail > 0)
-                else 0
-            )
-            if ladder.last_pass < middle < ladder.first_fail:
+        for _ in range(refine):
+            for ladder in (judge, empty_l):
+                if not (ladder.last_pass and ladder.first_fail > 0):
+                    continue
+                if ladder.first_fail < ladder.last_pass * REFINED_ENOUGH:
+                    continue
                 if time.monotonic() + duration > deadline:
-                    break
-                await ladder.step(middle, duration)
+                    return judge.steps, empty_l.steps, warm.ok
+                await ladder.step(int(math.sqrt(ladder.last_pass * ladder.first_fail)), duration)
     return judge.steps, empty_l.steps, warm.ok
 
 
@@ -293,12 +313,13 @@ async def store_floor(ws_url: str, rate: int, duration: float) -> Step:
         latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
 
     tasks = []
-    start = time.perf_counter_ns()
-    for i in range(planned):
-        due = int(start + i * 1e9 / rate)
-        await asyncio.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
-        tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
+    with gc_paused():
+        start = time.perf_counter_ns()
+        for i in range(planned):
+            due = int(start + i * 1e9 / rate)
+            await asyncio.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
     await db.query("REMOVE TABLE floor_probe")
     await db.close()
     elapsed = (time.perf_counter_ns() - start) / 1e9
@@ -368,6 +389,7 @@ def write_report(
     stored: int,
     ok_judged: int,
     duration: float,
+    refine: int,
 ) -> None:
     bj, be = best(judge), best(empty)
     ratio = (bj.rate / be.rate) if bj and be else 0.0
@@ -412,10 +434,12 @@ def write_report(
         f"connections, open loop at a constant rate for {duration:g} s per step after a 2 s "
         "warm-up; rising rates, the two endpoints' steps interleaved rate by rate (so both see "
         "the machine in the same state); each ladder stops at its first failing rate and then "
-        "tries one rate between its last pass and that failure.",
+        f"bisects geometrically between its last pass and that failure (up to {refine} more "
+        "steps, until the two are within 10%).",
         "- Latency of each request is taken from its intended send time (t0 + i/rate), so a "
         "server or generator that falls behind is charged for it (coordinated omission "
-        "corrected); clock `time.perf_counter_ns()`.",
+        "corrected); clock `time.perf_counter_ns()`. The generator's cyclic garbage collector "
+        "is off during a step (its full collections paused the generator for 20-150 ms).",
         '- /judge body: `{"content": "Test code {i}", "reality": "CODE", "analysis": '
         '"JUDGE", "budget_usd": 0.01}` with a unique i, so every request is judged (REFLEX) '
         "and CREATEd in SurrealDB. /_bench/empty gets the same body and answers `{}`.",
@@ -461,7 +485,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--judge-rates", default="50,100,200,400,800,1600")
     parser.add_argument("--empty-rates", default="50,100,200,400,800,1600,3200")
-    parser.add_argument("--budget-s", type=float, default=230.0, help="stop climbing after this")
+    parser.add_argument("--refine", type=int, default=3, help="bisection steps after a failure")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="stop climbing after this")
     args = parser.parse_args()
     started = time.monotonic()
     deadline = started + args.budget_s
@@ -525,7 +550,7 @@ def main() -> int:
         empty_rates = [int(r) for r in args.empty_rates.split(",")]
         print("POST /judge and POST /_bench/empty, interleaved", flush=True)
         judge, empty, warm_ok = run(
-            ladders(base, judge_rates, empty_rates, args.duration, deadline)
+            ladders(base, judge_rates, empty_rates, args.duration, deadline, args.refine)
         )
         stored = run(count_stored(ws_url))
         print("SurrealDB alone (reference)", flush=True)
@@ -533,7 +558,9 @@ def main() -> int:
         report_line(floor)
         ok_judged = warm_ok + sum(s.ok for s in judge)
         info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        write_report(args.out, judge, empty, floor, info, stored, ok_judged, args.duration)
+        write_report(
+            args.out, judge, empty, floor, info, stored, ok_judged, args.duration, args.refine
+        )
         bj, be = best(judge), best(empty)
         print(
             f"judge {bj.rate if bj else 0}/s, empty {be.rate if be else 0}/s, "

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from surrealdb import RecordID
+from surrealdb.data.cbor import encode as sdk_encode
+from surrealdb.data.types.datetime import Datetime
 
 from cynic_node.config import Settings
-from cynic_node.store import JudgmentStore, StoreUnavailable
+from cynic_node.judge import judge
+from cynic_node.models import parse_judge_request
+from cynic_node.service import JudgmentService
+from cynic_node.store import JudgmentStore, StoreUnavailable, encode_query
+
+NOW = datetime(2026, 11, 28, 1, 2, 3, 456000, tzinfo=UTC).isoformat()
 
 
 def settings(tmp_path: Path, url: str = "mem://") -> Settings:
@@ -84,3 +94,56 @@ def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"content": "def f(x: int) -> int:\n    return x\n", "reality": "CODE"},
+        # time_dim set, non-ASCII and a NUL in the preview, JSON content, big lod
+        {"content": {"k": ["é☃\x00", 1, 2.5]}, "reality": "HUMAN", "time_dim": "PAST", "lod": 3},
+    ],
+)
+def test_fast_create_message_is_the_sdks_bytes(body: dict[str, Any]) -> None:
+    # The CREATE path encodes with cbor2 instead of the SDK's encoder: same bytes, or the
+    # server would store something else than the SDK would have sent.
+    req = parse_judge_request(json.dumps({"budget_usd": 0.0, **body}).encode())
+    verdict = asyncio.run(judge(req, None))
+    service = JudgmentService("node-é", None, None, None, None, None)  # type: ignore[arg-type]
+    rec = service._record(req, req.cell_id, verdict)
+    assert None not in rec.values()  # cbor2 would send null where the SDK sends NONE
+    params = {"r0": RecordID("judgment", req.cell_id), "c0": rec, "n": 2**40, "d": Datetime(NOW)}
+    query = "CREATE $r0 CONTENT $c0 RETURN NONE"
+    expected = sdk_encode({"id": "x1", "method": "query", "params": [query, params]})
+    assert encode_query("x1", query, params) == expected
+
+
+@pytest.mark.parametrize(("busy_gap_s", "shared"), [(0.0, False), (10.0, True)])
+def test_busy_creates_share_messages_idle_ones_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy_gap_s: float, shared: bool
+) -> None:
+    # Group commit: busy, a CREATE waits (up to the linger) for others to share its query;
+    # idle, it leaves alone at once. "Busy" is forced here, so that timing cannot decide.
+    monkeypatch.setattr("cynic_node.store._BUSY_GAP_S", busy_gap_s)
+    monkeypatch.setattr("cynic_node.store._LINGER_S", 0.2)
+
+    async def scenario() -> tuple[list[bool], tuple[int, int]]:
+        store = JudgmentStore(settings(tmp_path))
+        await store.start()
+        try:
+            tasks = []
+            for n in range(12):  # arriving one by one, 5 ms apart
+                tasks.append(asyncio.create_task(store.create_or_get(f"c{n}", record(n, "w"))))
+                await asyncio.sleep(0.005)
+            created = [c for _, c in await asyncio.gather(*tasks)]
+            return created, store.create_counts
+        finally:
+            await store.close()
+
+    created, (queries, creates) = asyncio.run(scenario())
+    assert created == [True] * 12
+    assert creates == 12
+    if shared:
+        assert queries < 12
+    else:
+        assert queries == 12

@@ -47,6 +47,7 @@ class Metrics:
         journal_errors: int,
         storage_up: bool,
         ws_clients: int,
+        create_counts: tuple[int, int] = (0, 0),
     ) -> str:
         i = f'instance="{self.instance}"'
         out: list[str] = [
@@ -92,6 +93,12 @@ class Metrics:
             "# HELP cynic_journal_errors_total Lines that could not be written to judgments.jsonl.",
             "# TYPE cynic_journal_errors_total counter",
             f"cynic_journal_errors_total{{{i}}} {journal_errors}",
+            "# HELP cynic_storage_create_queries_total CREATE queries sent to SurrealDB.",
+            "# TYPE cynic_storage_create_queries_total counter",
+            f"cynic_storage_create_queries_total{{{i}}} {create_counts[0]}",
+            "# HELP cynic_storage_creates_total CREATE statements in those queries.",
+            "# TYPE cynic_storage_creates_total counter",
+            f"cynic_storage_creates_total{{{i}}} {create_counts[1]}",
             "# HELP cynic_storage_up 1 when SurrealDB is connected.",
             "# TYPE cynic_storage_up gauge",
             f"cynic_storage_up{{{i}}} {int(storage_up)}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cynic_node.features import CodeFeatures, ProseFeatures, code_features, prose_features
 
@@ -48,9 +49,9 @@ REFLEX_DOGS = ("CYNIC", "GUARDIAN", "ANALYST", "JANITOR")
 VERDICTS = ((82.0, "HOWL"), (61.8, "WAG"), (38.2, "GROWL"))
 
 
-@dataclass(frozen=True, slots=True)
-class Dim:
-    """One dimension score given by one dog."""
+class Dim(NamedTuple):
+    """One dimension score given by one dog (a tuple: a judgment makes a score of them, and a
+    frozen dataclass costs four times as much to build)."""
 
     axiom: str
     score: float  # 0-100
