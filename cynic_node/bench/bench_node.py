@@ -361,21 +361,57 @@ def machine() -> dict[str, str]:
         "cpu": model,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
-def busy_warning(info: dict[str, str]) -> list[str]:
+def busy_jiffies() -> int:
+    """CPU time used on the whole machine so far (all CPUs, not idle, not iowait), in ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle
+
+
+def process_jiffies(pid: int) -> int:
+    """utime + stime of one process (all its threads), in ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class CpuShare:
+    """How much of the machine's CPU went to processes other than the benchmark's own three
+    (generator, node, stand-in) between start() and stop(): the measure of contention."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = [os.getpid(), *pids]
+        self.busy0 = self.ours0 = 0
+        self.others_pct = 0.0
+        self.ours_pct = 0.0
+
+    def _ours(self) -> int:
+        return sum(process_jiffies(pid) for pid in self.pids)
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0, self.ours0 = busy_jiffies(), self._ours()
+
+    def stop(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK") * (time.monotonic() - self.t0) * (os.cpu_count() or 1)
+        busy, ours = busy_jiffies() - self.busy0, self._ours() - self.ours0
+        self.ours_pct = 100.0 * ours / ticks
+        self.others_pct = 100.0 * max(0, busy - ours) / ticks
+
+
+def busy_warning(others_pct: float) -> list[str]:
     """A warning when other work shared the CPUs: the figures then measure contention."""
-    cores = int(info.get("nproc") or 1)
-    loads = [float(info[k].split()[0]) for k in ("load_before", "load_after") if k in info]
-    if not loads or max(loads) < 0.5 * cores:
+    if others_pct < 10.0:
         return []
     return [
-        f"**Warning: the machine was busy** (1-minute load {max(loads):.1f} on {cores} cores "
-        "before or after the run, from processes other than this benchmark). The rates below "
-        "measure the node under that contention and vary from run to run; the ratio is not "
-        "reliable. Rerun on a quiet machine for the node's own figures.",
+        f"**Warning: the machine was busy**: processes other than this benchmark used "
+        f"{others_pct:.0f}% of its CPU time during the run. The rates below measure the "
+        "node under that contention and vary from run to run; the ratio is not reliable. Rerun "
+        "on a quiet machine for the node's own figures.",
         "",
     ]
 
@@ -390,6 +426,7 @@ def write_report(
     ok_judged: int,
     duration: float,
     refine: int,
+    share: CpuShare,
 ) -> None:
     bj, be = best(judge), best(empty)
     ratio = (bj.rate / be.rate) if bj and be else 0.0
@@ -408,7 +445,7 @@ def write_report(
         f"Ratio judged-and-stored / empty: **{ratio:.0%}** (target >= 40%: "
         f"{'met' if ratio >= 0.4 else 'NOT met'}).",
         "",
-        *busy_warning(info),
+        *busy_warning(share.others_pct),
         f"Stored check: {stored} judgment records in SurrealDB for {ok_judged} answers of 200 "
         "to unique cells, warm-up included"
         + (" (every answered judgment was stored)." if stored >= ok_judged else " (MISSING!)."),
@@ -422,7 +459,10 @@ def write_report(
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
         "- everything on this one machine: load generator, node, SurrealDB stand-in, and "
-        "whatever else runs there (load_before/after: 1, 5, 15-minute load averages)",
+        "whatever else runs there",
+        f"- CPU time during the run, as a share of all {info['nproc']} cores: "
+        f"{share.ours_pct:.0f}% for the benchmark's three processes, "
+        f"{share.others_pct:.0f}% for everything else (from /proc/stat and /proc/PID/stat)",
         "",
         "## How it was measured",
         "",
@@ -484,7 +524,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "reports/bench-node.md")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--judge-rates", default="50,100,200,400,800,1600")
-    parser.add_argument("--empty-rates", default="50,100,200,400,800,1600,3200")
+    parser.add_argument("--empty-rates", default="50,100,200,400,800,1600,3200,6400,12800")
     parser.add_argument("--refine", type=int, default=3, help="bisection steps after a failure")
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop climbing after this")
     args = parser.parse_args()
@@ -549,6 +589,8 @@ def main() -> int:
         judge_rates = [int(r) for r in args.judge_rates.split(",")]
         empty_rates = [int(r) for r in args.empty_rates.split(",")]
         print("POST /judge and POST /_bench/empty, interleaved", flush=True)
+        share = CpuShare([proc.pid for proc in procs])
+        share.start()
         judge, empty, warm_ok = run(
             ladders(base, judge_rates, empty_rates, args.duration, deadline, args.refine)
         )
@@ -557,9 +599,18 @@ def main() -> int:
         floor = run(store_floor(ws_url, 200, 5.0))
         report_line(floor)
         ok_judged = warm_ok + sum(s.ok for s in judge)
-        info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        share.stop()
         write_report(
-            args.out, judge, empty, floor, info, stored, ok_judged, args.duration, args.refine
+            args.out,
+            judge,
+            empty,
+            floor,
+            info,
+            stored,
+            ok_judged,
+            args.duration,
+            args.refine,
+            share,
         )
         bj, be = best(judge), best(empty)
         print(
