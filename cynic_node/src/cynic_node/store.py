@@ -278,10 +278,10 @@ class _CreateBatcher:
     SurrealDB's RPC layer and the node's WebSocket code pay per message about as much as
     per CREATE in it, so under load several CREATEs share one message. One dispatcher takes
     what is pending and hands it to a sender, with at most `in_flight` queries out at once.
-    Idle (CREATEs arriving less than one per _BUSY_GAP_S), a CREATE leaves at once; busy, the
-    dispatcher first waits up to _LINGER_S for company. Each statement still runs in its own
-    transaction, so each record id is decided by the store on its own: one duplicate fails
-    only its own statement (AlreadyExists), never its neighbours.
+    Idle (CREATEs arriving on average more than _BUSY_GAP_S apart), a CREATE leaves at once;
+    busy, the dispatcher first waits up to _LINGER_S for company. Each statement still runs
+    in its own transaction, so each record id is decided by the store on its own: one
+    duplicate fails only its own statement (AlreadyExists), never its neighbours.
     """
 
     def __init__(self, store: JudgmentStore, in_flight: int) -> None:
@@ -332,6 +332,10 @@ class _CreateBatcher:
             if self._gap < _BUSY_GAP_S and len(self._pending) < _MAX_BATCH:
                 await asyncio.sleep(_LINGER_S)
             await self._senders.acquire()
+            if not self._pending:  # defensive: close() may have failed and emptied the list
+                self._senders.release()
+                self._wake.clear()
+                continue
             batch = self._pending[:_MAX_BATCH]
             del self._pending[:_MAX_BATCH]
             if not self._pending:
