@@ -47,7 +47,7 @@ class Metrics:
         journal_errors: int,
         storage_up: bool,
         ws_clients: int,
-        create_counts: tuple[int, int] = (0, 0),
+        create_counts: tuple[int, int],
     ) -> str:
         i = f'instance="{self.instance}"'
         out: list[str] = [

@@ -331,11 +331,9 @@ class _CreateBatcher:
             await self._wake.wait()
             if self._gap < _BUSY_GAP_S and len(self._pending) < _MAX_BATCH:
                 await asyncio.sleep(_LINGER_S)
+            # Only this loop takes from _pending, and _wake is set only after an append: there
+            # is always something to take here.
             await self._senders.acquire()
-            if not self._pending:  # defensive: close() may have failed and emptied the list
-                self._senders.release()
-                self._wake.clear()
-                continue
             batch = self._pending[:_MAX_BATCH]
             del self._pending[:_MAX_BATCH]
             if not self._pending:
