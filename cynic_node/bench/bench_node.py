@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,32 +118,23 @@ def gc_paused() -> Any:
         gc.enable()
 
 
-async def run_step(
-    session: aiohttp.ClientSession,
-    url: str,
-    target: str,
-    rate: int,
-    duration: float,
-    body_for: Any,
+async def open_loop(
+    target: str, rate: int, duration: float, send: Callable[[int], Awaitable[str | None]]
 ) -> Step:
+    """Calls send(i) at a constant rate for duration seconds, open loop: call i is due at
+    t0 + i/rate whatever happened to the earlier ones, and its latency counts from that due
+    time. send returns None on success, else the kind of error."""
     planned = int(rate * duration)
     latencies: list[float] = []
     error_kinds: dict[str, int] = {}
     tasks: list[asyncio.Task[None]] = []
 
     async def one(i: int, due_ns: int) -> None:
-        try:
-            async with session.post(url, data=body_for(i), headers=HEADERS) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    key = f"HTTP {resp.status}"
-                    error_kinds[key] = error_kinds.get(key, 0) + 1
-                    return
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            key = type(exc).__name__
-            error_kinds[key] = error_kinds.get(key, 0) + 1
-            return
-        latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
+        error = await send(i)
+        if error is None:
+            latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
+        else:
+            error_kinds[error] = error_kinds.get(error, 0) + 1
 
     interval_ns = 1e9 / rate
     with gc_paused():
@@ -170,6 +162,25 @@ async def run_step(
         latencies,
         error_kinds,
     )
+
+
+async def run_step(
+    session: aiohttp.ClientSession,
+    url: str,
+    target: str,
+    rate: int,
+    duration: float,
+    body_for: Any,
+) -> Step:
+    async def post(i: int) -> str | None:
+        try:
+            async with session.post(url, data=body_for(i), headers=HEADERS) as resp:
+                await resp.read()
+                return None if resp.status == 200 else f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return type(exc).__name__
+
+    return await open_loop(target, rate, duration, post)
 
 
 HEADERS = {"content-type": "application/json"}
@@ -297,42 +308,22 @@ async def store_floor(ws_url: str, rate: int, duration: float) -> Step:
     await db.signin({"username": "root", "password": BENCH_PASS})
     await db.use("cynic", "cynic")
     record: dict[str, Any] = {"q_score": 50.0, "verdict": "GROWL", "note": "floor probe", "n": 0}
-    planned = int(rate * duration)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
 
-    async def one(i: int, due_ns: int) -> None:
+    async def create(i: int) -> str | None:
         try:
             await db.query(
                 "CREATE $r CONTENT $c RETURN NONE",
                 {"r": RecordID("floor_probe", i), "c": {**record, "n": i}},
             )
         except Exception as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            return
-        latencies.append((time.perf_counter_ns() - due_ns) / 1e6)
+            return type(exc).__name__
+        return None
 
-    tasks = []
-    with gc_paused():
-        start = time.perf_counter_ns()
-        for i in range(planned):
-            due = int(start + i * 1e9 / rate)
-            await asyncio.sleep(max(0.0, (due - time.perf_counter_ns()) / 1e9))
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-    await db.query("REMOVE TABLE floor_probe")
-    await db.close()
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    return Step(
-        "store",
-        rate,
-        planned,
-        len(latencies),
-        sum(errors.values()),
-        max(elapsed, duration),
-        latencies,
-        errors,
-    )
+    try:
+        return await open_loop("store", rate, duration, create)
+    finally:
+        await db.query("REMOVE TABLE floor_probe")
+        await db.close()
 
 
 async def count_stored(ws_url: str) -> int:
