@@ -514,8 +514,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "reports/bench-node.md")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
-    parser.add_argument("--judge-rates", default="50,100,200,400,800,1600")
-    parser.add_argument("--empty-rates", default="50,100,200,400,800,1600,3200,6400,12800")
+    # The same ladder for both: a shorter one for /judge would cap its result below what it
+    # holds (it did at 1600 once the store's batches became one INSERT).
+    rates = "50,100,200,400,800,1600,3200,6400,12800"
+    parser.add_argument("--judge-rates", default=rates)
+    parser.add_argument("--empty-rates", default=rates)
     parser.add_argument("--refine", type=int, default=3, help="bisection steps after a failure")
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop climbing after this")
     args = parser.parse_args()

@@ -149,6 +149,10 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     assert 'cynic_judgments_total{instance="node-test",outcome="reused"} 1' in text
     assert f'cynic_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} 3' in text
     assert "cynic_storage_errors_total" in text
+    # REFLEX writes first and lets the store decide: both judgments went out, one per query
+    # (the second was skipped by the store and read back).
+    assert 'cynic_storage_write_queries_total{instance="node-test"} 2' in text
+    assert 'cynic_storage_write_records_total{instance="node-test"} 2' in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
 

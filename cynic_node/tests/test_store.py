@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,12 @@ from surrealdb import RecordID
 from surrealdb.data.cbor import encode as sdk_encode
 from surrealdb.data.types.datetime import Datetime
 
+from cynic_node import store as store_module
 from cynic_node.config import Settings
 from cynic_node.judge import judge
 from cynic_node.models import parse_judge_request
 from cynic_node.service import JudgmentService
-from cynic_node.store import JudgmentStore, StoreUnavailable, encode_query
+from cynic_node.store import _INSERT_QUERY, JudgmentStore, StoreUnavailable, encode_query
 
 NOW = datetime(2026, 11, 28, 1, 2, 3, 456000, tzinfo=UTC).isoformat()
 
@@ -26,21 +29,27 @@ def settings(tmp_path: Path, url: str = "mem://") -> Settings:
     return Settings(instance_id="s", cynic_home=tmp_path, surreal_url=url, store_timeout_s=2.0)
 
 
+@contextlib.asynccontextmanager
+async def opened(tmp_path: Path, url: str = "mem://") -> AsyncIterator[JudgmentStore]:
+    store = JudgmentStore(settings(tmp_path, url))
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def record(n: int, owner: str) -> dict[str, Any]:
     return {"judgment_id": f"{owner}-{n}", "cell_id": f"c{n}", "q_score": 50.0 + n}
 
 
 def test_concurrent_creates_of_one_cell_have_one_winner(tmp_path: Path) -> None:
     async def scenario() -> list[tuple[dict[str, Any], bool]]:
-        store = JudgmentStore(settings(tmp_path))
-        await store.start()
-        try:
+        async with opened(tmp_path) as store:
             # Same cell, different would-be judgments, all in flight at once (same batches).
             return await asyncio.gather(
                 *(store.create_or_get("samecell", record(0, f"writer{i}")) for i in range(40))
             )
-        finally:
-            await store.close()
 
     results = asyncio.run(scenario())
     winners = [rec for rec, created in results if created]
@@ -50,16 +59,12 @@ def test_concurrent_creates_of_one_cell_have_one_winner(tmp_path: Path) -> None:
 
 def test_duplicates_fail_alone_in_a_batch(tmp_path: Path) -> None:
     async def scenario() -> list[tuple[dict[str, Any], bool]]:
-        store = JudgmentStore(settings(tmp_path))
-        await store.start()
-        try:
+        async with opened(tmp_path) as store:
             await store.create_or_get("c1", record(1, "first"))
             # c1 exists; c2..c9 are new; all go out together.
             return await asyncio.gather(
                 *(store.create_or_get(f"c{n}", record(n, "second")) for n in range(1, 10))
             )
-        finally:
-            await store.close()
 
     results = asyncio.run(scenario())
     assert results[0] == ({"judgment_id": "first-1", "cell_id": "c1", "q_score": 51.0}, False)
@@ -68,13 +73,9 @@ def test_duplicates_fail_alone_in_a_batch(tmp_path: Path) -> None:
 
 def test_get_missing_is_none(tmp_path: Path) -> None:
     async def scenario() -> dict[str, Any] | None:
-        store = JudgmentStore(settings(tmp_path))
-        await store.start()
-        try:
+        async with opened(tmp_path) as store:
             assert await store.ping()
             return await store.get("nothing-here")
-        finally:
-            await store.close()
 
     assert asyncio.run(scenario()) is None
 
@@ -112,10 +113,10 @@ def test_fast_create_message_is_the_sdks_bytes(body: dict[str, Any]) -> None:
     service = JudgmentService("node-é", None, None, None, None, None)  # type: ignore[arg-type]
     rec = service._record(req, req.cell_id, verdict)
     assert None not in rec.values()  # cbor2 would send null where the SDK sends NONE
-    params = {"r0": RecordID("judgment", req.cell_id), "c0": rec, "n": 2**40, "d": Datetime(NOW)}
-    query = "CREATE $r0 CONTENT $c0 RETURN NONE"
-    expected = sdk_encode({"id": "x1", "method": "query", "params": [query, params]})
-    assert encode_query("x1", query, params) == expected
+    rows = [{**rec, "id": RecordID("judgment", req.cell_id)}]
+    params = {"rows": rows, "n": 2**40, "d": Datetime(NOW)}
+    expected = sdk_encode({"id": "x1", "method": "query", "params": [_INSERT_QUERY, params]})
+    assert encode_query("x1", _INSERT_QUERY, params) == expected
 
 
 @pytest.mark.parametrize(("busy_gap_s", "shared"), [(0.0, False), (10.0, True)])
@@ -128,17 +129,13 @@ def test_busy_creates_share_messages_idle_ones_do_not(
     monkeypatch.setattr("cynic_node.store._LINGER_S", 0.2)
 
     async def scenario() -> tuple[list[bool], tuple[int, int]]:
-        store = JudgmentStore(settings(tmp_path))
-        await store.start()
-        try:
+        async with opened(tmp_path) as store:
             tasks = []
             for n in range(12):  # arriving one by one, 5 ms apart
                 tasks.append(asyncio.create_task(store.create_or_get(f"c{n}", record(n, "w"))))
                 await asyncio.sleep(0.005)
             created = [c for _, c in await asyncio.gather(*tasks)]
             return created, store.create_counts
-        finally:
-            await store.close()
 
     created, (queries, creates) = asyncio.run(scenario())
     assert created == [True] * 12
@@ -147,3 +144,60 @@ def test_busy_creates_share_messages_idle_ones_do_not(
         assert queries < 12
     else:
         assert queries == 12
+
+
+def test_a_batch_refused_as_a_whole_is_decided_record_by_record(tmp_path: Path) -> None:
+    # One record the table refuses must not take its batch down with it: the INSERT fails as a
+    # whole, and the batch goes again as one CREATE per record.
+    async def scenario() -> tuple[list[Any], tuple[int, int]]:
+        async with opened(tmp_path) as store:
+            await store.call(
+                lambda db: db.query(
+                    "DEFINE FIELD q_score ON judgment TYPE number ASSERT $value < 100"
+                )
+            )
+            await store.create_or_get("c1", record(1, "first"))
+            before = store.create_counts
+            bad = {**record(9, "second"), "q_score": 150.0}
+            outcomes = await asyncio.gather(
+                *(store.create_or_get(f"c{n}", record(n, "second")) for n in range(1, 5)),
+                store.create_or_get("c9", bad),
+                return_exceptions=True,
+            )
+            after = store.create_counts
+            return outcomes, (after[0] - before[0], after[1] - before[1])
+
+    outcomes, (queries, records) = asyncio.run(scenario())
+    assert outcomes[0] == ({"judgment_id": "first-1", "cell_id": "c1", "q_score": 51.0}, False)
+    assert [o[1] for o in outcomes[1:4]] == [True, True, True]
+    assert isinstance(outcomes[4], StoreUnavailable)
+    assert (queries, records) == (2, 5)  # the INSERT, then the CREATEs
+
+
+def test_only_our_judgment_id_makes_a_record_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server whose INSERT IGNORE also listed the records it skipped must not make two
+    # winners: a listed record is ours only if it carries our judgment_id.
+    real = store_module._query_raw
+
+    async def listing_skipped_too(db: Any, query: str, params: dict[str, Any]) -> Any:
+        answer = await real(db, query, params)
+        if query == _INSERT_QUERY:
+            ids = [row["id"] for row in params["rows"]]
+            listed = await db.query_raw("SELECT id, judgment_id FROM $ids", {"ids": ids})
+            answer["result"][0]["result"] = listed["result"][0]["result"]
+        return answer
+
+    monkeypatch.setattr(store_module, "_query_raw", listing_skipped_too)
+
+    async def scenario() -> list[tuple[dict[str, Any], bool]]:
+        async with opened(tmp_path) as store:
+            await store.create_or_get("c1", record(1, "first"))
+            return await asyncio.gather(
+                *(store.create_or_get(f"c{n}", record(n, "second")) for n in (1, 2))
+            )
+
+    (first, created_first), (second, created_second) = asyncio.run(scenario())
+    assert (first["judgment_id"], created_first) == ("first-1", False)
+    assert (second["judgment_id"], created_second) == ("second-2", True)

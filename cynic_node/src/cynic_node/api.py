@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -149,6 +150,11 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         journal.open()
         await store.start()
+        # What exists now (modules, the app, the connections) lives as long as the process:
+        # out of the collector's sight, so that a full collection scans only what requests
+        # leave behind. Scanning it all paused the node for 20-40 ms at 800 req/s.
+        gc.freeze()
+        gc.set_threshold(20_000, 10, 10)
         log.info(
             "CYNIC node %s (instance %s) up; store %s, journal %s",
             __version__,

@@ -2,7 +2,7 @@
 
 Consensus across instances is the store's job (see store.py). Within one process, concurrent
 requests for the same cell share one computation: the first starts it, the others wait for its
-result, so fifty identical requests cost one judgment and one CREATE.
+result, so fifty identical requests cost one judgment and one write.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class JudgmentService:
         self.metrics = metrics
         self.llm = llm
         self.judgments_total = 0
-        self._inflight: dict[str, asyncio.Future[tuple[dict[str, Any], bool]]] = {}
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     async def judge(self, req: JudgeRequest) -> dict[str, Any]:
         """The answer for req; raises StoreUnavailable when SurrealDB cannot decide, and
@@ -90,54 +90,52 @@ class JudgmentService:
         if pending is not None:
             # Another request of this process is deciding this cell: its result is ours.
             # shield: if this request is cancelled, the shared future must not be.
-            record, _ = await asyncio.shield(pending)
-            return self._answer(record, reused=True)
+            answer = await asyncio.shield(pending)
+            return self._count({**answer, "reused": True})
         # Lead: decide inline (no extra task on the hot path) and share the outcome.
-        shared: asyncio.Future[tuple[dict[str, Any], bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        shared: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[cid] = shared
         try:
-            record, created = await self._decide(req, cid)
+            answer = await self._decide(req, cid)
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else StoreUnavailable("cancelled")
             shared.set_exception(failure)
             shared.exception()  # marked as retrieved: followers, if any, get it
             raise
         else:
-            shared.set_result((record, created))
+            shared.set_result(answer)
         finally:
             del self._inflight[cid]
-        return self._answer(record, reused=not created)
+        return self._count(answer)
 
-    def _answer(self, record: dict[str, Any], reused: bool) -> dict[str, Any]:
+    def _count(self, answer: dict[str, Any]) -> dict[str, Any]:
         self.judgments_total += 1
-        if reused:
+        if answer["reused"]:
             self.metrics.judgments_reused += 1
         else:
             self.metrics.judgments_created += 1
-        return to_response(record, reused)
+        return answer
 
-    async def _decide(self, req: JudgeRequest, cid: str) -> tuple[dict[str, Any], bool]:
+    async def _decide(self, req: JudgeRequest, cid: str) -> dict[str, Any]:
         if choose_level(req) != "REFLEX":
             # LLM levels cost seconds: look before computing. (REFLEX costs less than the
-            # look-up, so it computes and lets CREATE find out.) Not a race: CREATE decides.
+            # look-up, so it computes and lets the write find out.) Not a race: the write decides.
             existing = await self.store.get(cid)
             if existing is not None:
-                return existing, False
+                return to_response(existing, reused=True)
         verdict = await judge(req, self.llm)
         if req.level in ("MICRO", "MACRO") and verdict.level_used == "REFLEX":
             self.metrics.llm_fallbacks += 1
         record = self._record(req, cid, verdict)
         stored, created = await self.store.create_or_get(cid, record)
+        answer = to_response(stored, reused=not created)
         if created:
-            answer = to_response(stored, reused=False)
             journaled = self.journal.append({**answer, "created_at": record["created_at"]})
             self.hub.publish("JUDGMENT_CREATED", answer)  # stored, journaled or not
             if not journaled:
                 # No 200 without the journal line (CYNIC-API.md): the caller answers 503.
                 raise JournalUnavailable(self.journal.last_error or "cannot append")
-        return stored, created
+        return answer
 
     def _record(self, req: JudgeRequest, cid: str, v: Verdict) -> dict[str, Any]:
         s = v.scores
