@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import resource
@@ -26,6 +25,8 @@ import select
 import threading
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ class Journal:
         descriptor made stale by a fix does not keep failing; a fresh one that fails is dropped
         and the next append opens the file again.
         """
-        line = (
-            json.dumps(entry, separators=(",", ":"), ensure_ascii=True, allow_nan=False) + "\n"
-        ).encode("ascii")
+        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)  # compact, UTF-8
         with self._lock:
             for _ in range(2):
                 fresh = self._fd is None
