@@ -49,15 +49,15 @@ from cynic_node.config import Settings
 log = logging.getLogger(__name__)
 
 TABLE = "judgment"
-# Group commit shape. SurrealDB runs the statements of one query one after the other but
-# different queries in parallel, so a few queries in flight with a few statements each beat
-# both extremes. Measured on the stand-in (tests/standins/surreal): a CREATE alone in its
-# message costs its RPC layer 450 us of CPU, 4 per message 240 us each, 8 per message 205 us;
-# the node saves its WebSocket and future overhead likewise.
+# Group commit shape: a batch is one INSERT (one transaction), and SurrealDB runs different
+# queries in parallel, so a few queries in flight with several records each beat both extremes.
+# Measured on the stand-in's engine (tests/standins/surreal, surrealkv): 410 us of CPU for a
+# record written alone, 148 us each at 4 per INSERT, 105 us at 8, 82 us at 16; the node saves
+# its WebSocket and future overhead likewise. 16 keeps the round trip near 4 ms.
 _MAX_BATCH = 16
 _IN_FLIGHT_PER_CONNECTION = 4
-# Busy (CREATEs arriving closer than _BUSY_GAP_S apart on average, about 670/s and up), a CREATE
-# waits up to _LINGER_S for others to share its message; idle, it leaves at once.
+# Busy (writes arriving closer than _BUSY_GAP_S apart on average, about 670/s and up), a write
+# waits up to _LINGER_S for others to share its query; idle, it leaves at once.
 _BUSY_GAP_S = 0.0015
 _LINGER_S = 0.002
 _IDLE_GAP_S = 0.1
@@ -93,7 +93,7 @@ def encode_query(request_id: str, query: str, params: dict[str, Any]) -> bytes:
     """The SDK's `query` RPC message, encoded by cbor2's compiled encoder.
 
     The same bytes as the SDK's own pure-Python encoder (a test compares them), for an eighth
-    of the CPU: encoding the judgment was the node's largest single cost per CREATE. One
+    of the CPU: encoding the judgment was the node's largest single cost per write. One
     difference, kept out by the callers: a None becomes CBOR null here, NONE in the SDK.
     """
     message = {"id": request_id, "method": "query", "params": [query, params]}
@@ -102,7 +102,7 @@ def encode_query(request_id: str, query: str, params: dict[str, Any]) -> bytes:
 
 class _LeanWsConnection(AsyncWsSurrealConnection):
     """The SDK's WebSocket connection, opened without permessage-deflate and without a proxy,
-    with one fast call for the judgments' CREATEs.
+    with one fast call for the judgments' writes.
 
     The SDK 2.0 opens its socket with the websockets defaults: every frame is deflated on both
     ends (a quarter of a millisecond of zlib per call here, for frames of a few hundred bytes
@@ -281,17 +281,17 @@ async def _query_raw(db: Any, query: str, params: dict[str, Any]) -> dict[str, A
 _Pending = tuple[RecordID, dict[str, Any], "asyncio.Future[bool]"]
 
 
-class _CreateBatcher:
-    """Group commit: CREATEs waiting at the same moment travel in one query.
+class _WriteBatcher:
+    """Group commit: judgments waiting to be written at the same moment travel in one query.
 
-    SurrealDB's RPC layer and the node's WebSocket code pay per message about as much as
-    per CREATE in it, so under load several CREATEs share one message. One dispatcher takes
-    what is pending and hands it to a sender, with at most `in_flight` queries out at once.
-    Idle (CREATEs arriving on average more than _BUSY_GAP_S apart), a CREATE leaves at once;
-    busy, the dispatcher first waits up to _LINGER_S for company. A batch is one INSERT
-    IGNORE: a cell that already has a judgment is skipped, never failing its neighbours. When
-    the statement is refused as a whole, the batch is sent again as one CREATE per record, so
-    that each record id is still decided by the store on its own.
+    SurrealDB pays per query and per transaction about as much as per record in it, and so
+    does the node's WebSocket code, so under load several records share one query. One
+    dispatcher takes what is pending and hands it to a sender, with at most `in_flight` queries
+    out at once. Idle (writes arriving on average more than _BUSY_GAP_S apart), a write leaves
+    at once; busy, the dispatcher first waits up to _LINGER_S for company. A batch is one
+    INSERT IGNORE: a cell that already has a judgment is skipped, never failing its neighbours.
+    When the statement is refused as a whole, the batch is sent again as one CREATE per record,
+    so that each record id is still decided by the store on its own.
     """
 
     def __init__(self, store: JudgmentStore, in_flight: int) -> None:
@@ -302,7 +302,7 @@ class _CreateBatcher:
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._last_arrival = 0.0
-        self._gap = _IDLE_GAP_S  # moving average of the time between CREATEs, seconds
+        self._gap = _IDLE_GAP_S  # moving average of the time between writes, seconds
         self.messages_total = 0  # queries sent to write judgments, and the records they carried
         self.creates_total = 0
 
@@ -319,7 +319,7 @@ class _CreateBatcher:
         self._fail(self._pending, StoreUnavailable("node shutting down"))
         self._pending = []
 
-    async def create(self, rid: RecordID, record: dict[str, Any]) -> bool:
+    async def write(self, rid: RecordID, record: dict[str, Any]) -> bool:
         """Store record as rid: True if written, False if rid was taken; raises ServerError
         (the store refused this record) or StoreUnavailable."""
         now = time.monotonic()
@@ -437,7 +437,7 @@ class JudgmentStore:
         self._next = itertools.cycle(self._slots)
         self._watchdog: asyncio.Task[None] | None = None
         self._table_ready = False
-        self._batcher = _CreateBatcher(self, in_flight=_IN_FLIGHT_PER_CONNECTION * size)
+        self._batcher = _WriteBatcher(self, in_flight=_IN_FLIGHT_PER_CONNECTION * size)
         self.errors_total = 0
 
     @property
@@ -568,7 +568,7 @@ class JudgmentStore:
         """
         refusal: ServerError | None = None
         try:
-            if await self._batcher.create(RecordID(TABLE, cell_id), record):
+            if await self._batcher.write(RecordID(TABLE, cell_id), record):
                 return dict(record), True
         except ServerError as exc:
             # From the one-CREATE-per-record fallback: normally "already exists"
