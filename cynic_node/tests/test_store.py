@@ -135,7 +135,7 @@ def test_busy_creates_share_messages_idle_ones_do_not(
                 tasks.append(asyncio.create_task(store.create_or_get(f"c{n}", record(n, "w"))))
                 await asyncio.sleep(0.005)
             created = [c for _, c in await asyncio.gather(*tasks)]
-            return created, store.create_counts
+            return created, store.write_counts
 
     created, (queries, creates) = asyncio.run(scenario())
     assert created == [True] * 12
@@ -157,14 +157,14 @@ def test_a_batch_refused_as_a_whole_is_decided_record_by_record(tmp_path: Path) 
                 )
             )
             await store.create_or_get("c1", record(1, "first"))
-            before = store.create_counts
+            before = store.write_counts
             bad = {**record(9, "second"), "q_score": 150.0}
             outcomes = await asyncio.gather(
                 *(store.create_or_get(f"c{n}", record(n, "second")) for n in range(1, 5)),
                 store.create_or_get("c9", bad),
                 return_exceptions=True,
             )
-            after = store.create_counts
+            after = store.write_counts
             return outcomes, (after[0] - before[0], after[1] - before[1])
 
     outcomes, (queries, records) = asyncio.run(scenario())

@@ -239,7 +239,7 @@ def create_app(
             journal_errors=journal.errors_total,
             storage_up=store.connected,
             ws_clients=hub.clients,
-            create_counts=store.create_counts,
+            write_counts=store.write_counts,
         )
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 

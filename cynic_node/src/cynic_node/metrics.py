@@ -47,7 +47,7 @@ class Metrics:
         journal_errors: int,
         storage_up: bool,
         ws_clients: int,
-        create_counts: tuple[int, int],
+        write_counts: tuple[int, int],
     ) -> str:
         i = f'instance="{self.instance}"'
         out: list[str] = [
@@ -95,10 +95,10 @@ class Metrics:
             f"cynic_journal_errors_total{{{i}}} {journal_errors}",
             "# HELP cynic_storage_write_queries_total Queries that stored judgments in SurrealDB.",
             "# TYPE cynic_storage_write_queries_total counter",
-            f"cynic_storage_write_queries_total{{{i}}} {create_counts[0]}",
+            f"cynic_storage_write_queries_total{{{i}}} {write_counts[0]}",
             "# HELP cynic_storage_write_records_total Judgment records those queries carried.",
             "# TYPE cynic_storage_write_records_total counter",
-            f"cynic_storage_write_records_total{{{i}}} {create_counts[1]}",
+            f"cynic_storage_write_records_total{{{i}}} {write_counts[1]}",
             "# HELP cynic_storage_up 1 when SurrealDB is connected.",
             "# TYPE cynic_storage_up gauge",
             f"cynic_storage_up{{{i}}} {int(storage_up)}",

@@ -303,8 +303,8 @@ class _WriteBatcher:
         self._sending: set[asyncio.Task[None]] = set()
         self._last_arrival = 0.0
         self._gap = _IDLE_GAP_S  # moving average of the time between writes, seconds
-        self.messages_total = 0  # queries sent to write judgments, and the records they carried
-        self.creates_total = 0
+        self.queries_total = 0  # queries sent to write judgments, and the records they carried
+        self.records_total = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._dispatch(), name="surreal-create")
@@ -365,7 +365,7 @@ class _WriteBatcher:
             self._senders.release()
 
     async def _send(self, batch: list[_Pending]) -> None:
-        self.creates_total += len(batch)
+        self.records_total += len(batch)
         rows = [{**record, "id": rid} for rid, record, _ in batch]
         statements = await self._statements(_INSERT_QUERY, {"rows": rows}, batch, count=1)
         if statements is None:
@@ -409,7 +409,7 @@ class _WriteBatcher:
     ) -> list[dict[str, Any]] | None:
         """The results of the count statements of query; None when the batch failed (its
         futures are then failed)."""
-        self.messages_total += 1
+        self.queries_total += 1
         response = await self._store.call(lambda db: _query_raw(db, query, params))
         if response.get("error") is not None:
             # The whole query was refused (not one statement): every record in it failed.
@@ -441,10 +441,10 @@ class JudgmentStore:
         self.errors_total = 0
 
     @property
-    def create_counts(self) -> tuple[int, int]:
+    def write_counts(self) -> tuple[int, int]:
         """(queries sent to write judgments, records they carried): their ratio is the
         group-commit size (a batch sent again one CREATE per record counts twice)."""
-        return self._batcher.messages_total, self._batcher.creates_total
+        return self._batcher.queries_total, self._batcher.records_total
 
     @property
     def connected(self) -> bool:
