@@ -145,13 +145,27 @@ def _bind(handler, server):
 
 
 @pytest.fixture
-def closed_port():
-    """A port on 127.0.0.1 with nothing listening (bound, then released)."""
+def free_port():
+    """A port on 127.0.0.1 that was free a moment ago, for a server the test starts itself."""
     sock = socket.socket()
     sock.bind(('127.0.0.1', 0))
     port = sock.getsockname()[1]
     sock.close()
     return port
+
+
+@pytest.fixture
+def closed_port():
+    """A port on 127.0.0.1 that refuses connections for the whole test.
+
+    Bound but never listening: connects get ECONNREFUSED, and the kernel cannot hand the
+    port to a server the test starts later (released at once, it once did, and the
+    "closed" port answered 503).
+    """
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    yield sock.getsockname()[1]
+    sock.close()
 
 
 class AnsibleExitJson(Exception):

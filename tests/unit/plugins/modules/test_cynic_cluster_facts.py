@@ -244,19 +244,19 @@ def _http(url, data=None, headers=None):
 
 @pytest.mark.skipif(not os.path.isfile(STANDIN),
                     reason='the SurrealDB stand-in tests/standins/surreal/surreal does not exist (yet)')
-def test_against_the_surrealdb_standin(run_module, closed_port):
+def test_against_the_surrealdb_standin(run_module, free_port):
     """One run against the project's SurrealDB stand-in, started as the role starts `surreal start`."""
     for name in ('surrealdb_embedded', 'cbor2'):
         pytest.importorskip(name, reason='the stand-in needs %s in this python' % name)
     home = tempfile.mkdtemp(prefix='cynic-surreal-')
-    url = 'http://127.0.0.1:%d' % closed_port
+    url = 'http://127.0.0.1:%d' % free_port
     env = dict(os.environ, SURREAL_USER='root', SURREAL_PASS=PASSWORD, CYNIC_STANDIN_PYTHON=sys.executable)
     log = open(os.path.join(home, 'log'), 'wb')
-    proc = subprocess.Popen([sys.executable, STANDIN, 'start', '--bind', '127.0.0.1:%d' % closed_port,
+    proc = subprocess.Popen([sys.executable, STANDIN, 'start', '--bind', '127.0.0.1:%d' % free_port,
                              'surrealkv://' + os.path.join(home, 'data')], env=env, stdout=log, stderr=log)
     try:
         deadline = time.time() + 30
-        while not (_listening(closed_port) and _http(url + '/health')[0] == 200):
+        while not (_listening(free_port) and _http(url + '/health')[0] == 200):
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 with open(os.path.join(home, 'log'), 'rb') as handle:
