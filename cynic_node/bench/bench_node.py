@@ -614,7 +614,8 @@ def main() -> int:
         judge_rates = [int(r) for r in args.judge_rates.split(",")]
         empty_rates = [int(r) for r in args.empty_rates.split(",")]
         print("POST /judge and POST /_bench/empty, interleaved", flush=True)
-        share = CpuShare([proc.pid for proc in procs])
+        server_pids = [proc.pid for proc in procs]
+        share = CpuShare(server_pids)
         share.start()
         judge, empty, warm_ok = run(
             ladders(
@@ -624,7 +625,7 @@ def main() -> int:
                 args.duration,
                 deadline,
                 args.refine,
-                [proc.pid for proc in procs],
+                server_pids,
             )
         )
         stored = run(count_stored(ws_url))

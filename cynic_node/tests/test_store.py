@@ -105,8 +105,8 @@ def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
         {"content": {"k": ["é☃\x00", 1, 2.5]}, "reality": "HUMAN", "time_dim": "PAST", "lod": 3},
     ],
 )
-def test_fast_create_message_is_the_sdks_bytes(body: dict[str, Any]) -> None:
-    # The CREATE path encodes with cbor2 instead of the SDK's encoder: same bytes, or the
+def test_fast_write_message_is_the_sdks_bytes(body: dict[str, Any]) -> None:
+    # The write path encodes with cbor2 instead of the SDK's encoder: same bytes, or the
     # server would store something else than the SDK would have sent.
     req = parse_judge_request(json.dumps({"budget_usd": 0.0, **body}).encode())
     verdict = asyncio.run(judge(req, None))
@@ -120,10 +120,10 @@ def test_fast_create_message_is_the_sdks_bytes(body: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("busy_gap_s", "shared"), [(0.0, False), (10.0, True)])
-def test_busy_creates_share_messages_idle_ones_do_not(
+def test_busy_writes_share_queries_idle_ones_do_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy_gap_s: float, shared: bool
 ) -> None:
-    # Group commit: busy, a CREATE waits (up to the linger) for others to share its query;
+    # Group commit: busy, a write waits (up to the linger) for others to share its query;
     # idle, it leaves alone at once. "Busy" is forced here, so that timing cannot decide.
     monkeypatch.setattr("cynic_node.store._BUSY_GAP_S", busy_gap_s)
     monkeypatch.setattr("cynic_node.store._LINGER_S", 0.2)

@@ -443,7 +443,7 @@ class JudgmentStore:
     @property
     def write_counts(self) -> tuple[int, int]:
         """(queries sent to write judgments, records they carried): their ratio is the
-        group-commit size (a batch sent again one CREATE per record counts twice)."""
+        group-commit size (a batch sent again as CREATEs counts two queries, its records once)."""
         return self._batcher.queries_total, self._batcher.records_total
 
     @property
