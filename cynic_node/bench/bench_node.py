@@ -60,6 +60,8 @@ class Step:
     duration_s: float
     latencies_ms: list[float]
     error_kinds: dict[str, int]
+    # CPU time per planned request during the step, ms: generator, stand-in, node (/proc)
+    cpu_ms: tuple[float, ...] | None = None
 
     def pct(self, p: float) -> float:
         if not self.latencies_ms:
@@ -205,7 +207,14 @@ class Ladder:
         return self.first_fail == 0
 
     async def step(self, rate: int, duration: float) -> None:
+        pids = [os.getpid(), *self.server_pids]
+        before = [process_jiffies(pid) for pid in pids]
         step = await run_step(self.session, self.url, self.target, rate, duration, self.body_for)
+        ms_per_tick = 1000.0 / os.sysconf("SC_CLK_TCK")
+        step.cpu_ms = tuple(
+            (process_jiffies(pid) - b) * ms_per_tick / step.planned
+            for pid, b in zip(pids, before, strict=True)
+        )
         report_line(step)
         self.steps.append(step)
         if step.passed:
@@ -430,6 +439,38 @@ def busy_warning(others_pct: float) -> list[str]:
     ]
 
 
+def cpu_breakdown(judge: list[Step], empty: list[Step], cores: str) -> list[str]:
+    """Where a request's CPU goes, per process: each endpoint at its highest passing rate,
+    and the empty endpoint again at /judge's (costs per request fall as the rate rises)."""
+    bj, be = best(judge), best(empty)
+    if not (bj and be):
+        return []
+    rows = [("/judge", bj), ("/_bench/empty", be)]
+    same_rate = next((s for s in empty if s.rate == bj.rate and s.passed), None)
+    if same_rate is not None and same_rate is not be:
+        rows.append(("/_bench/empty", same_rate))
+    lines = [
+        "CPU time per request, from each process's utime + stime over the step "
+        "(/proc/PID/stat) divided by the requests sent; in brackets, the cores this keeps busy "
+        f"at the step's rate (1.00 = one core). The three processes share the machine's {cores} "
+        "cores.",
+        "",
+        "| endpoint | rate (req/s) | generator ms | SurrealDB stand-in ms | node ms "
+        "| all three ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, step in rows:
+        if step.cpu_ms is None:
+            continue
+        cells = [*step.cpu_ms, sum(step.cpu_ms)]
+        lines.append(
+            f"| {name} | {step.rate} | "
+            + " | ".join(f"{ms:.3f} ({ms * step.rate / 1000:.2f})" for ms in cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
 def write_report(
     out: Path,
     judge: list[Step],
@@ -460,6 +501,7 @@ def write_report(
         f"{'met' if ratio >= 0.4 else 'NOT met'}).",
         "",
         *busy_warning(share.others_pct),
+        *cpu_breakdown(judge, empty, info["nproc"]),
         f"Stored check: {stored} judgment records in SurrealDB for {ok_judged} answers of 200 "
         "to unique cells, warm-up included"
         + (
@@ -510,8 +552,8 @@ def write_report(
         "## Steps",
         "",
         "| endpoint | rate (req/s) | sent | ok | errors | achieved (req/s) | p50 ms | p90 ms "
-        "| p99 ms | max ms | result |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| p99 ms | max ms | CPU ms/req: generator, stand-in, node | result |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in [*judge, *empty]:
         errs = (
@@ -522,6 +564,7 @@ def write_report(
         lines.append(
             f"| {s.target} | {s.rate} | {s.planned} | {s.ok} | {errs} | {s.achieved:.0f} "
             f"| {s.pct(50):.2f} | {s.pct(90):.2f} | {s.pct(99):.2f} | {s.pct(100):.2f} "
+            f"| {', '.join(f'{ms:.3f}' for ms in s.cpu_ms or ())} "
             f"| {'pass' if s.passed else 'FAIL'} |"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
