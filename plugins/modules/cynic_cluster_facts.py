@@ -214,7 +214,9 @@ ansible_facts:
           type: bool
           returned: always
         instance_ids:
-          description: The instance ids reported by the instances, in the order of the instances.
+          description:
+            - The instance ids reported by the instances, in the order of the instances.
+            - Null for an instance that could not be read, or that reported an id which is not a string.
           type: list
           elements: str
           returned: always
@@ -258,6 +260,7 @@ ansible_facts:
           returned: always
 '''
 
+import http.client
 import json
 import re
 import socket
@@ -269,6 +272,9 @@ from ansible.module_utils.urls import open_url
 
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 _HEALTH_FIELDS = ('status', 'instance_id', 'version', 'uptime_s', 'storage', 'llm', 'judgments_total')
+# What a server that is down, or dies while answering, raises: refused or reset connections
+# (URLError, OSError), timeouts, and replies that are not HTTP or end early (HTTPException).
+_UNREACHABLE = (urllib.error.URLError, socket.timeout, OSError, ValueError, http.client.HTTPException)
 
 
 class SurrealError(Exception):
@@ -306,7 +312,7 @@ def check_instance(url, params):
         info[field] = None
     try:
         status, body = _get(url + params['health_path'], params, headers={'Accept': 'application/json'})
-    except (urllib.error.URLError, socket.timeout, OSError, ValueError) as exc:
+    except _UNREACHABLE as exc:
         info['error'] = '%s: %s' % (type(exc).__name__, exc)
         return info
     info['reachable'] = True
@@ -321,6 +327,11 @@ def check_instance(url, params):
         return info
     for field in _HEALTH_FIELDS:
         info[field] = doc.get(field)
+    if not isinstance(info['instance_id'], (str, type(None))):
+        # Compared across instances (duplicates): only a string identifies one.
+        info['error'] = 'the health answer has an instance_id that is not a string: %r' % (info['instance_id'],)
+        info['instance_id'] = None
+        return info
     accepted = ('alive', 'degraded') if params['accept_degraded'] else ('alive',)
     info['healthy'] = status == 200 and info['status'] in accepted
     if not info['healthy']:
@@ -341,7 +352,7 @@ def surreal_query(params, statements):
         status, body = _get(params['surreal_url'].rstrip('/') + '/sql', params, data=query.encode('utf-8'),
                             headers=headers, method='POST', url_username=params['surreal_user'],
                             url_password=params['surreal_password'], force_basic_auth=True)
-    except (urllib.error.URLError, socket.timeout, OSError, ValueError) as exc:
+    except _UNREACHABLE as exc:
         raise SurrealError('SurrealDB is not reachable: %s: %s' % (type(exc).__name__, exc), reachable=False) from exc
     if status != 200:
         raise SurrealError('SurrealDB answered HTTP %s: %s' % (status, body[:500]))

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -137,6 +138,50 @@ def test_health_of_every_instance(http_server, run_module, closed_port):
     assert facts['instances'][2]['reachable'] is False and facts['instances'][2]['error']
     assert facts['instance_ids'] == ['cynic-1', 'cynic-2', None]
     assert facts['instance_ids_distinct'] is False
+
+
+class _RawServer(object):
+    """A TCP server that answers every connection with the same bytes, then closes it."""
+
+    def __init__(self, reply):
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        self.reply = reply
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, dummy = self.sock.accept()
+            except OSError:  # closed by the test
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(self.reply)
+
+
+def test_instances_that_answer_badly_are_reported_not_raised(http_server, run_module):
+    not_http = _RawServer(b'SSH-2.0-OpenSSH_9.2\r\n')
+    cut_short = _RawServer(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"st')
+    odd_id = http_server([('GET', '/health', health('alive', ['cynic', 1]))])
+    good = instance(http_server, 'alive', 'cynic-1')
+    try:
+        result, failed = run_module(cynic_cluster_facts.main, {
+            'instances': [not_http.url, cut_short.url, odd_id.url, good.url], 'timeout': 5})
+    finally:
+        not_http.sock.close()
+        cut_short.sock.close()
+    assert not failed, result
+    facts = result['ansible_facts']['cynic_cluster']
+    print([item['error'] for item in facts['instances']])
+    assert [item['healthy'] for item in facts['instances']] == [False, False, False, True]
+    assert 'BadStatusLine' in facts['instances'][0]['error']
+    assert 'IncompleteRead' in facts['instances'][1]['error']
+    assert 'not a string' in facts['instances'][2]['error']
+    assert facts['instance_ids'] == [None, None, None, 'cynic-1']
+    assert facts['healthy_count'] == 1 and facts['duplicate_instance_ids'] == []
 
 
 def test_duplicate_instance_ids_are_reported(http_server, run_module):
