@@ -59,6 +59,8 @@ DEFAULT_METHOD = 'POST'
 INSTANCE_HEADER = 'X-Instance-ID'
 PERCENTILES = (('p50', 50.0), ('p90', 90.0), ('p95', 95.0), ('p99', 99.0), ('p99_9', 99.9))
 
+# Requests in one run, warm-up included: every one keeps a few slots in memory (18.5 h at 150 req/s).
+MAX_PLANNED = 10000000
 # The schedule starts this long after the session is ready, so that t0 is never in the past.
 _START_DELAY_NS = 20000000
 # Issue at most this many overdue requests back to back before letting the loop run.
@@ -119,6 +121,10 @@ class LoadConfig(object):
             raise LoadError('duration must be a positive number of seconds')
         if self.warmup < 0 or not math.isfinite(self.warmup):
             raise LoadError('warmup must be zero or a positive number of seconds')
+        total = self.rate * (self.warmup + self.duration)
+        if not total <= MAX_PLANNED:  # also catches an overflow to infinity
+            raise LoadError('rate * (warmup + duration) plans %.4g requests; at most %d in one run (each one is '
+                            'tracked in memory)' % (total, MAX_PLANNED))
         if self.planned < 1:
             raise LoadError('rate * duration plans no request at all')
         if self.max_in_flight < 1:
@@ -253,6 +259,22 @@ def _status_class(status):
 _PENDING, _ANSWERED, _FAILED, _DROPPED = 0, 1, 2, 3
 
 
+def _finite(value):
+    """value as a float if it is a finite JSON number, else None.
+
+    json.loads accepts NaN and Infinity, and a NaN would make every later min/max comparison
+    false (the Q-Score limits would never fire) and the facts invalid JSON: such a value is not
+    a Q-Score, and the answer counts as one without it.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        return None
+    return number if math.isfinite(number) else None
+
+
 class _Run(object):
     """One run: the scheduler, the request tasks and the raw samples."""
 
@@ -352,7 +374,7 @@ class _Run(object):
         if status == 200 and self.cfg.parse_body and payload:
             try:
                 doc = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
                 self.json_errors += 1
             else:
                 if isinstance(doc, dict):
@@ -380,8 +402,8 @@ class _Run(object):
             self.instance_counts[instance] = self.instance_counts.get(instance, 0) + 1
         else:
             self.no_instance_header += 1
-        if isinstance(q_score, (int, float)) and not isinstance(q_score, bool):
-            q = float(q_score)
+        q = _finite(q_score)
+        if q is not None:
             self.q_sum += q
             self.q_count += 1
             if self.q_min is None or q < self.q_min:

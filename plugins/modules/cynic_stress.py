@@ -93,6 +93,7 @@ options:
   duration:
     description:
       - Length of the measured window, in seconds. O(rate) times O(duration) requests are planned.
+      - O(rate) times (O(warmup) + O(duration)) may plan at most 10,000,000 requests (every one is tracked in memory).
     type: float
     default: 10
   warmup:
@@ -299,6 +300,26 @@ ansible_facts:
           description: The cap on outstanding requests.
           type: int
           returned: always
+        timeout_s:
+          description: The timeout of each request, s (O(timeout)).
+          type: float
+          returned: always
+        use_cookies:
+          description: Whether cookies were kept across requests (O(use_cookies)).
+          type: bool
+          returned: always
+        expected_wall_time_s:
+          description: Warm-up plus measured duration, s, the time the schedule takes when nothing goes wrong.
+          type: float
+          returned: in check mode
+        max_wall_time_s:
+          description:
+            - The longest the run may take by its settings, s, warm-up plus duration plus O(timeout) for the last
+              answers.
+            - After its last request the run waits at most O(timeout) plus 5 s for the answers, so it can take up to
+              5 s more than this, plus whatever a generator that fell behind its schedule lost.
+          type: float
+          returned: in check mode
         sent:
           description: Requests of the measured window that were sent.
           type: int
@@ -400,7 +421,9 @@ ansible_facts:
           type: int
           returned: when not in check mode
         q_score:
-          description: C(count), C(mean), C(min) and C(max) of the C(q_score) of the 200 answers.
+          description:
+            - C(count), C(mean), C(min) and C(max) of the C(q_score) of the 200 answers.
+            - A C(q_score) that is not a finite number (missing, a string, NaN, Infinity) is not counted.
           type: dict
           returned: when not in check mode
         invalid_json:

@@ -87,6 +87,9 @@ def test_percentile_is_nearest_rank():
     ({'max_in_flight': 0}, 'max_in_flight'),
     ({'path': 'judge'}, 'path'),
     ({'warmup': -2}, 'warmup'),
+    ({'rate': 1e308, 'duration': 1e308}, 'plans inf requests'),  # overflows: no traceback
+    ({'rate': 1e6, 'duration': 1e6}, 'plans 1e.12 requests; at most 10000000'),  # a typo, not a run
+    ({'rate': 1000, 'duration': 9000, 'warmup': 1001}, 'plans 1e.07 requests'),  # warm-up counts too
 ])
 def test_config_is_validated(kwargs, message):
     args = {'url': 'http://127.0.0.1:1'}
@@ -281,6 +284,26 @@ def test_instances_q_scores_and_judgment_ids(http_server):
 
     facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5, parse_body=False))
     assert facts['judgment_ids_count'] == 0 and facts['q_score']['count'] == 0 and facts['ok'] == 25
+
+
+def test_q_scores_that_are_not_finite_numbers_are_not_counted(http_server):
+    # NaN first: as the running min and max it would hide every later score from the limits
+    raw = ['NaN', '150', 'Infinity', '1e400', '"50"', '[' * 100000 + ']' * 100000, '7']
+
+    async def odd(server, request):
+        await request.read()
+        text = raw[(server.stats['requests'] - 1) % len(raw)]
+        body = '{"judgment_id": "j-%d", "q_score": %s}' % (server.stats['requests'], text)
+        return web.Response(text=body, content_type='application/json')
+
+    server = http_server([('POST', '/judge', odd)])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=70, duration=0.1))  # each answer once
+    assert facts['ok'] == 7 and facts['errors_by_class'] == {}
+    assert facts['q_score'] == {'count': 2, 'mean': 78.5, 'min': 7.0, 'max': 150.0}
+    assert facts['invalid_json'] == 1  # nested too deep for the parser: counted, not a crash
+    json.dumps(facts, allow_nan=False)  # the facts stay valid JSON
+    failures = cl.evaluate_thresholds(facts, cl.Thresholds(q_score_min=0, q_score_max=100))
+    assert failures == ['q_score max 150.000 is over q_score_max 100']
 
 
 def test_default_and_templated_bodies(http_server):
