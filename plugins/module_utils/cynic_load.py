@@ -131,8 +131,8 @@ class LoadConfig(object):
             raise LoadError('max_in_flight must be at least 1')
         if self.timeout <= 0 or not math.isfinite(self.timeout):
             raise LoadError('timeout must be positive')
-        if self.saturation_lag_ms <= 0:
-            raise LoadError('saturation_lag_ms must be positive')
+        if not (self.saturation_lag_ms > 0 and math.isfinite(self.saturation_lag_ms)):
+            raise LoadError('saturation_lag_ms must be a positive number of milliseconds')
         if not 0 <= self.saturation_rate_tolerance < 1:
             raise LoadError('saturation_rate_tolerance must be in [0, 1)')
 
@@ -162,6 +162,24 @@ class Thresholds(object):
         self.q_score_min = q_score_min
         self.q_score_max = q_score_max
         self.fail_if_saturated = bool(fail_if_saturated)
+        self._validate()
+
+    def _validate(self):
+        """Refuse limits that no run could meet, or that would silently check nothing (NaN)."""
+        ranges = (('min_rate_ratio', 0.0, 1.0), ('max_error_rate', 0.0, 1.0), ('min_instance_share', 0.0, 1.0),
+                  ('max_p95_ms', 0.0, math.inf), ('max_p99_ms', 0.0, math.inf),
+                  ('q_score_min', -math.inf, math.inf), ('q_score_max', -math.inf, math.inf))
+        for key, low, high in ranges:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise LoadError('%s must be a finite number, got %r' % (key, value))
+            if not low <= value <= high:
+                raise LoadError('%s must be between %g and %g, got %r' % (key, low, high, value))
+        if self.q_score_min is not None and self.q_score_max is not None and self.q_score_min > self.q_score_max:
+            raise LoadError('q_score_min %r is above q_score_max %r: no run could pass'
+                            % (self.q_score_min, self.q_score_max))
 
     def as_dict(self):
         """The limits in force (only those that are set)."""

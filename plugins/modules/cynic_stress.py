@@ -159,11 +159,12 @@ options:
     default: true
   min_rate_ratio:
     description:
-      - Smallest accepted ratio of the achieved send rate to O(rate), for example V(0.99).
+      - Smallest accepted ratio of the achieved send rate to O(rate), for example V(0.99). Between 0 and 1.
     type: float
   max_error_rate:
     description:
       - Largest accepted error rate (errors and dropped requests over planned requests), for example V(0.001).
+      - Between 0 and 1; V(0) accepts no error at all.
     type: float
   max_p95_ms:
     description:
@@ -182,11 +183,12 @@ options:
   min_instance_share:
     description:
       - Smallest accepted share of the responses for each instance of O(expected_instances) (or, without it, for
-        each instance that answered), for example V(0.25) for three instances behind a balancer.
+        each instance that answered), for example V(0.25) for three instances behind a balancer. Between 0 and 1.
     type: float
   q_score_min:
     description:
       - Every observed C(q_score) must be at least this. Fails when no C(q_score) was observed.
+      - Must not be above O(q_score_max).
     type: float
   q_score_max:
     description:
@@ -530,6 +532,7 @@ def main():
             parse_body=params['parse_body'], return_judgment_ids=params['return_judgment_ids'],
             saturation_lag_ms=params['saturation_lag_ms'],
         )
+        thresholds = Thresholds(**dict((key, params[key]) for key in THRESHOLD_KEYS))
     except LoadError as exc:
         module.fail_json(msg=str(exc))
 
@@ -541,7 +544,6 @@ def main():
     if not HAS_AIOHTTP:
         module.fail_json(msg=missing_required_lib('aiohttp'), exception=AIOHTTP_IMPORT_ERROR)
 
-    thresholds = Thresholds(**dict((key, params[key]) for key in THRESHOLD_KEYS))
     try:
         facts = run_load(config, thresholds=thresholds)
     except LoadError as exc:

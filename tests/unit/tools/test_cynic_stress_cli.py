@@ -66,6 +66,8 @@ def test_dry_run_and_bad_arguments(http_server):
     assert proc.returncode == 2 and 'http://' in proc.stderr
     proc = run_cli(server.url, '-H', 'no-colon', '-n')
     assert proc.returncode == 2 and 'NAME:VALUE' in proc.stderr
+    proc = run_cli(server.url, '-n', '--q-score-min', '80', '--q-score-max', '20')
+    assert proc.returncode == 2 and 'no run could pass' in proc.stderr, proc.stderr
 
 
 def test_engine_from_the_installed_collection(http_server):

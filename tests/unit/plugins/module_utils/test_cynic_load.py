@@ -90,12 +90,28 @@ def test_percentile_is_nearest_rank():
     ({'rate': 1e308, 'duration': 1e308}, 'plans inf requests'),  # overflows: no traceback
     ({'rate': 1e6, 'duration': 1e6}, 'plans 1e.12 requests; at most 10000000'),  # a typo, not a run
     ({'rate': 1000, 'duration': 9000, 'warmup': 1001}, 'plans 1e.07 requests'),  # warm-up counts too
+    ({'saturation_lag_ms': float('nan')}, 'saturation_lag_ms'),  # NaN would switch the lag check off
 ])
 def test_config_is_validated(kwargs, message):
     args = {'url': 'http://127.0.0.1:1'}
     args.update(kwargs)
     with pytest.raises(cl.LoadError, match=message):
         cl.LoadConfig(**args)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'max_error_rate': float('nan')}, 'max_error_rate must be a finite number'),
+    ({'max_error_rate': -0.1}, 'max_error_rate must be between 0 and 1'),
+    ({'min_instance_share': 1.5}, 'min_instance_share must be between 0 and 1'),
+    ({'min_rate_ratio': 2}, 'min_rate_ratio must be between 0 and 1'),
+    ({'max_p99_ms': -1}, 'max_p99_ms must be between 0 and inf'),
+    ({'q_score_min': '10'}, 'q_score_min must be a finite number'),
+    ({'q_score_min': 80, 'q_score_max': 20}, 'no run could pass'),
+])
+def test_thresholds_are_validated(kwargs, message):
+    with pytest.raises(cl.LoadError, match=message):
+        cl.Thresholds(**kwargs)
+    cl.Thresholds(max_error_rate=0, min_instance_share=1, q_score_min=0, q_score_max=0)  # edges are fine
 
 
 def test_plan_sends_nothing():

@@ -62,7 +62,7 @@ def test_broken_thresholds_fail_and_still_return_the_facts(http_server, run_modu
     server = http_server([('POST', '/judge', judge)])
     args = {
         'url': server.url, 'rate': 50, 'duration': 1, 'return_judgment_ids': False,
-        'min_rate_ratio': 1.5, 'max_p95_ms': 0.001, 'max_p99_ms': 0.001,
+        'min_instance_share': 0.6, 'max_p95_ms': 0.001, 'max_p99_ms': 0.001,
         'expected_instances': ['cynic-1', 'cynic-9'], 'q_score_max': 10,
     }
     result, failed = run_module(cynic_stress.main, args)
@@ -72,7 +72,7 @@ def test_broken_thresholds_fail_and_still_return_the_facts(http_server, run_modu
     assert facts['passed'] is False
     assert len(result['threshold_failures']) == 5
     assert result['msg'].startswith('5 threshold(s) broken: ')
-    for word in ('min_rate_ratio', 'max_p95_ms', 'max_p99_ms', 'cynic-9', 'q_score_max'):
+    for word in ('min_instance_share', 'max_p95_ms', 'max_p99_ms', 'cynic-9', 'q_score_max'):
         assert word in result['msg']
 
     args['fail_on_thresholds'] = False
@@ -106,3 +106,9 @@ def test_bad_arguments_fail(run_module):
     assert failed and 'rate' in result['msg']
     result, failed = run_module(cynic_stress.main, {'url': '127.0.0.1:8080'})
     assert failed and 'http://' in result['msg']
+    # limits no run could meet are refused before anything is sent, in check mode too
+    result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1', 'q_score_min': 80,
+                                                    'q_score_max': 20, '_ansible_check_mode': True})
+    assert failed and 'no run could pass' in result['msg']
+    result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1', 'max_error_rate': 5})
+    assert failed and 'max_error_rate must be between 0 and 1' in result['msg']
