@@ -60,8 +60,8 @@ def test_instances_listen_on_their_private_address_and_reach_the_shared_services
 def test_instances_use_the_data_hosts_private_address(cluster):
     for name in APPS:
         env = cluster[name].file("/etc/cynic/cynic.env").content_string
-        assert f"SURREAL_URL=ws://{ADDRESS[DATA]}:8000/rpc" in env
-        assert f"OLLAMA_URL=http://{ADDRESS[DATA]}:11434" in env
+        assert f'SURREAL_URL="ws://{ADDRESS[DATA]}:8000/rpc"' in env
+        assert f'OLLAMA_URL="http://{ADDRESS[DATA]}:11434"' in env
         unit = cluster[name].file("/etc/systemd/system/cynic@.service").content_string
         assert f"--forwarded-allow-ips={ADDRESS[LB]}" in unit
 
