@@ -352,10 +352,12 @@ class _WriteBatcher:
             await self._senders.acquire()
             batch: list[_Pending] = []
             held: list[_Pending] = []
+            keys: set[tuple[str, Any]] = set()
             for item in self._pending:
                 key = (item[0].table_name, item[0].id)
                 if len(batch) < _MAX_BATCH and key not in self._writing:
                     batch.append(item)  # duplicates within one statement are fine: in order
+                    keys.add(key)
                 else:
                     held.append(item)
             self._pending = held
@@ -365,7 +367,6 @@ class _WriteBatcher:
                 continue
             if not self._pending:
                 self._wake.clear()
-            keys = {(rid.table_name, rid.id) for rid, _, _ in batch}
             self._writing |= keys
             task = asyncio.create_task(self._send_released(batch, keys))
             self._sending.add(task)
