@@ -173,7 +173,7 @@ class Thresholds(object):
             value = getattr(self, key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if _finite(value) is None:
                 raise LoadError('%s must be a finite number, got %r' % (key, value))
             if not low <= value <= high:
                 raise LoadError('%s must be between %g and %g, got %r' % (key, low, high, value))
