@@ -180,7 +180,6 @@ def create_app(
     )
     app.state.service = service
 
-    @app.post("/judge")
     async def judge(request: Request) -> Response:
         try:
             body = await _read_body(request, settings.max_body_bytes)
@@ -202,6 +201,11 @@ def create_app(
             return _unavailable(settings, f"journal unavailable: {exc}")
         # orjson: a tenth of the stdlib encoder's time for this answer (floats, mostly).
         return Response(orjson.dumps(answer), media_type="application/json")
+
+    # A plain Starlette route: FastAPI's route machinery (dependency solving, exit stacks) has
+    # nothing to do for a handler that reads its own body, and cost 0.03-0.08 ms per request
+    # (node CPU at 1800 req/s, A/B against @app.post; 0.03-0.05 ms on the empty route).
+    app.add_route("/judge", judge, methods=["POST"])
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
@@ -266,10 +270,11 @@ def create_app(
 
     if settings.bench_routes:
 
-        @app.post("/_bench/empty")
-        async def bench_empty() -> Response:
+        async def bench_empty(request: Request) -> Response:
             # The baseline for the benchmark: the same app and server, no work.
             return Response(b"{}", media_type="application/json")
+
+        app.add_route("/_bench/empty", bench_empty, methods=["POST"])  # as /judge is served
 
     # Added last, so it wraps everything the app answers (404s and 405s included).
     app.add_middleware(EdgeMiddleware, instance_id=settings.instance_id, metrics=metrics)
