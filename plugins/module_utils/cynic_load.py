@@ -33,9 +33,11 @@ import gc
 import hashlib
 import json
 import math
+import re
 import secrets
 import time
 import traceback
+from urllib.parse import urlsplit
 
 try:
     import aiohttp
@@ -70,6 +72,11 @@ _NS_PER_MS = 1000000.0
 _MIN_SLEEP_S = 0.001
 
 # Each placeholder name, as written in a body or path template.
+# RFC 9110 token: what a method or a header name may be made of.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+# Control characters, tab excepted: a header value or a path holding one (a CR/LF above all) is
+# refused by the HTTP client on every request, so it is refused here, once, with its name.
+_CONTROL = re.compile(r'[\x00-\x08\x0a-\x1f\x7f]')
 _PLACEHOLDER_I = '{i}'
 _PLACEHOLDER_RUN = '{run}'
 
@@ -113,8 +120,29 @@ class LoadConfig(object):
     def _validate(self):
         if not (self.url.startswith('http://') or self.url.startswith('https://')):
             raise LoadError('url must start with http:// or https://, got %r' % self.url)
+        try:
+            parts = urlsplit(self.url)
+            port = parts.port  # ValueError when out of range or not a number
+        except ValueError as exc:
+            raise LoadError('url %r is not a valid URL: %s' % (self.url, exc)) from None
+        if not parts.hostname or _CONTROL.search(self.url) or ' ' in self.url:
+            raise LoadError('url %r names no host, or holds spaces or control characters' % self.url)
+        if port == 0:
+            raise LoadError('url %r: port 0 cannot be connected to' % self.url)
         if not self.path.startswith('/'):
             raise LoadError('path must start with "/", got %r' % self.path)
+        if _CONTROL.search(self.path) or ' ' in self.path:
+            raise LoadError('path %r holds a space or a control character; percent-encode it' % self.path)
+        if not _TOKEN.match(self.method):
+            raise LoadError('method %r is not an HTTP method (letters, digits and !#$%%&\'*+-.^_`|~ only)'
+                            % self.method)
+        for name, value in self.headers.items():
+            if not _TOKEN.match(name):
+                raise LoadError('header name %r is not valid (no spaces, colons or control characters)' % name)
+            if _CONTROL.search(value):
+                raise LoadError('header %s: its value holds a line break or a control character' % name)
+        if not _TOKEN.match(self.instance_header):
+            raise LoadError('instance_header %r is not a valid header name' % self.instance_header)
         if not (self.rate > 0 and math.isfinite(self.rate)):
             raise LoadError('rate must be a positive number of requests per second')
         if not (self.duration > 0 and math.isfinite(self.duration)):

@@ -70,7 +70,8 @@ options:
     default: /judge
   method:
     description:
-      - HTTP method.
+      - HTTP method, an RFC 9110 token. Like O(url), O(path) and O(headers), it is checked before anything is
+        sent; a value the HTTP client would refuse on every request fails the task, naming it.
     type: str
     default: POST
   body:
@@ -83,7 +84,8 @@ options:
     default: '{"content": "Test code {i}", "reality": "CODE", "analysis": "JUDGE", "budget_usd": 0.01}'
   headers:
     description:
-      - Extra request headers.
+      - Extra request headers. Names must be RFC 9110 tokens; values must not hold line breaks or other
+        control characters (a tab is fine).
     type: dict
   rate:
     description:

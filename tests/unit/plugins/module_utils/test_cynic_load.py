@@ -91,12 +91,32 @@ def test_percentile_is_nearest_rank():
     ({'rate': 1e6, 'duration': 1e6}, 'plans 1e.12 requests; at most 10000000'),  # a typo, not a run
     ({'rate': 1000, 'duration': 9000, 'warmup': 1001}, 'plans 1e.07 requests'),  # warm-up counts too
     ({'saturation_lag_ms': float('nan')}, 'saturation_lag_ms'),  # NaN would switch the lag check off
+    # What the HTTP client would refuse on every request, refused once, by name:
+    ({'url': 'http://127.0.0.1:99999'}, 'not a valid URL: Port out of range'),
+    ({'url': 'http://127.0.0.1:80a'}, 'not a valid URL'),
+    ({'url': 'http://:8080'}, 'names no host'),
+    ({'url': 'http://127.0.0.1:0'}, 'port 0'),
+    ({'url': 'http://lb .example'}, 'holds spaces'),
+    ({'path': '/judge me'}, 'percent-encode'),
+    ({'path': '/judge\r\nX-Evil: 1'}, 'control character'),
+    ({'method': 'GE T'}, "method 'GE T' is not an HTTP method"),
+    ({'method': 'POST\n'}, 'is not an HTTP method'),
+    ({'headers': {'X-Trace': 'a\r\nX-Evil: 1'}}, 'header X-Trace: its value holds a line break'),
+    ({'headers': {'Bad Name': 'x'}}, "header name 'Bad Name' is not valid"),
+    ({'headers': {'X-A:': 'x'}}, 'header name'),
+    ({'instance_header': 'X Instance'}, 'instance_header'),
 ])
 def test_config_is_validated(kwargs, message):
     args = {'url': 'http://127.0.0.1:1'}
     args.update(kwargs)
     with pytest.raises(cl.LoadError, match=message):
         cl.LoadConfig(**args)
+
+
+def test_valid_requests_pass_validation():
+    config = cl.LoadConfig('https://[::1]:8443/cynic/', method='patch', path='/judge?x={i}&y=%20',
+                           headers={'Authorization': 'Bearer a b\tc', 'X-Run': ''}, instance_header='X-Node')
+    assert (config.url, config.method) == ('https://[::1]:8443/cynic', 'PATCH')
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -112,3 +112,7 @@ def test_bad_arguments_fail(run_module):
     assert failed and 'no run could pass' in result['msg']
     result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1', 'max_error_rate': 5})
     assert failed and 'max_error_rate must be between 0 and 1' in result['msg']
+    # a header the HTTP client would refuse on every request: refused once, by name, nothing sent
+    result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1',
+                                                    'headers': {'X-Trace': 'a\r\nX-Evil: 1'}})
+    assert failed and 'header X-Trace' in result['msg'] and 'ansible_facts' not in result
