@@ -341,7 +341,9 @@ def test_package_is_deterministic(tmp_path: Path) -> None:
             0,
             0,
         )
-        archive.extract(member, tmp_path / "x", filter="tar")
+        # Extraction filters (PEP 706) came in 3.11.4; Debian 12's stock Python 3.11.2 has none.
+        safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+        archive.extract(member, tmp_path / "x", **safe)
     out = subprocess.run(
         [str(tmp_path / "x" / "surreal"), "version"],
         capture_output=True,

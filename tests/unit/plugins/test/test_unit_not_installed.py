@@ -11,7 +11,10 @@ import pytest
 from ansible.module_utils.service import fail_if_missing
 
 # pylint: disable=wrong-import-position
-from ansible_collections.cynic.cluster.plugins.test.unit_not_installed import TestModule, unit_not_installed
+# The module, not its TestModule class: pytest would collect a class named Test* as tests.
+from ansible_collections.cynic.cluster.plugins.test import unit_not_installed as plugin
+
+unit_not_installed = plugin.unit_not_installed
 
 
 class _FailingModule:
@@ -52,4 +55,4 @@ def test_anything_else_is_not(result):
 
 
 def test_the_plugin_registers_its_name():
-    assert TestModule().tests() == {'unit_not_installed': unit_not_installed}
+    assert plugin.TestModule().tests() == {'unit_not_installed': unit_not_installed}
