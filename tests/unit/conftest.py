@@ -10,6 +10,7 @@
   and nothing is done.
 * ``http_server``: a local aiohttp server with known behaviour on 127.0.0.1 and a free port, running in
   its own thread and event loop, so that the load generator under test keeps its own.
+* ``run_playbook``: ansible-playbook on a play written for the test, against this machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -204,5 +206,28 @@ def run_module(monkeypatch):
             except AnsibleFailJson as exc:
                 return exc.args[0], True
         raise AssertionError('the module returned without exit_json or fail_json')
+
+    return run
+
+
+@pytest.fixture
+def run_playbook(tmp_path):
+    """``run_playbook(play, inventory=None, *extra) -> stdout``: write the play (YAML text) and the
+    inventory (YAML text; None: localhost over the local connection) into tmp_path and run them with
+    this interpreter's ansible-playbook, hosts using this Python. A failing play fails the test."""
+    playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+    env = dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+
+    def run(play, inventory=None, *extra):
+        (tmp_path / 'play.yml').write_text(play)
+        if inventory is None:
+            target = ['-i', 'localhost,', '-c', 'local']
+        else:
+            (tmp_path / 'inventory.yml').write_text(inventory)
+            target = ['-i', str(tmp_path / 'inventory.yml')]
+        proc = subprocess.run([playbook, *target, *extra, str(tmp_path / 'play.yml')],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        return proc.stdout
 
     return run

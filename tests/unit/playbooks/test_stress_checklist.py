@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
+
+import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TEMPLATE = os.path.join(REPO_ROOT, 'playbooks', 'templates', 'stress-checklist.json.j2')
@@ -59,53 +59,54 @@ CLEAN = {
 }
 
 
-def checklist(tmp_path, **changes):
-    """{key: (passed, line)} of the checklist rendered with CLEAN updated by changes
-    (a dict value is merged one level deep)."""
-    facts = copy.deepcopy(CLEAN)
-    for name, value in changes.items():
-        if isinstance(value, dict) and isinstance(facts.get(name), dict):
-            facts[name].update(value)
-        else:
-            facts[name] = value
-    (tmp_path / 'facts.json').write_text(json.dumps(facts))
-    out = tmp_path / 'checklist.json'
-    (tmp_path / 'play.yml').write_text(PLAYBOOK.format(template=TEMPLATE, out=out))
-    playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    env = dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=sys.executable)
-    subprocess.run([playbook, '-i', 'localhost,', '-c', 'local', '-e', '@' + str(tmp_path / 'facts.json'),
-                    str(tmp_path / 'play.yml')], check=True, capture_output=True, cwd=tmp_path, env=env)
-    return {item['key']: (item['passed'], item['line']) for item in json.loads(out.read_text())}
+@pytest.fixture
+def checklist(tmp_path, run_playbook):
+    """checklist(**changes) -> {key: (passed, line)} of the checklist rendered with CLEAN updated by
+    changes (a dict value is merged one level deep)."""
+
+    def render(**changes):
+        facts = copy.deepcopy(CLEAN)
+        for name, value in changes.items():
+            if isinstance(value, dict) and isinstance(facts.get(name), dict):
+                facts[name].update(value)
+            else:
+                facts[name] = value
+        (tmp_path / 'facts.json').write_text(json.dumps(facts))
+        out = tmp_path / 'checklist.json'
+        run_playbook(PLAYBOOK.format(template=TEMPLATE, out=out), None, '-e', '@' + str(tmp_path / 'facts.json'))
+        return {item['key']: (item['passed'], item['line']) for item in json.loads(out.read_text())}
+
+    return render
 
 
-def test_a_clean_run_passes_every_item_and_each_fault_fails_its_own(tmp_path):
-    items = checklist(tmp_path)
+def test_a_clean_run_passes_every_item_and_each_fault_fails_its_own(checklist):
+    items = checklist()
     assert all(passed for passed, dummy in items.values()), items
     assert len(items) == 8
-    failed = checklist(tmp_path, __stress_run={'q_score': {'count': 1500, 'mean': 50.0, 'min': -1.0, 'max': 80.0}})
+    failed = checklist(__stress_run={'q_score': {'count': 1500, 'mean': 50.0, 'min': -1.0, 'max': 80.0}})
     assert [key for key, (passed, dummy) in failed.items() if not passed] == ['q_scores_held']
 
 
-def test_a_q_score_of_zero_is_in_range(tmp_path):
+def test_a_q_score_of_zero_is_in_range(checklist):
     # 0 is a legal Q-Score (a missing axiom makes Q 0), not a missing one
-    items = checklist(tmp_path, __stress_run={'q_score': {'count': 1500, 'mean': 0.0, 'min': 0.0, 'max': 0.0}})
+    items = checklist(__stress_run={'q_score': {'count': 1500, 'mean': 0.0, 'min': 0.0, 'max': 0.0}})
     assert items['q_scores_held'][0] is True, items['q_scores_held'][1]
-    items = checklist(tmp_path, __stress_run={'q_score': {'count': 0, 'mean': None, 'min': None, 'max': None}})
+    items = checklist(__stress_run={'q_score': {'count': 0, 'mean': None, 'min': None, 'max': None}})
     assert items['q_scores_held'][0] is False
 
 
-def test_the_error_rate_limit_is_inclusive_as_in_the_module(tmp_path):
+def test_the_error_rate_limit_is_inclusive_as_in_the_module(checklist):
     at_limit = {'errors': 15, 'error_rate': 0.01, 'status_codes': {'200': 1485, '503': 15}}
-    items = checklist(tmp_path, __stress_run=at_limit)
+    items = checklist(__stress_run=at_limit)
     assert items['error_rate'][0] is True, items['error_rate'][1]
     assert 'Error rate at most 1%' in items['error_rate'][1]
     # a limit of 0 means no error at all, and a clean run meets it
-    assert checklist(tmp_path, _stress_max_error_rate=0)['error_rate'][0] is True
-    assert checklist(tmp_path, _stress_max_error_rate=0, __stress_run=at_limit)['error_rate'][0] is False
+    assert checklist(_stress_max_error_rate=0)['error_rate'][0] is True
+    assert checklist(_stress_max_error_rate=0, __stress_run=at_limit)['error_rate'][0] is False
 
 
-def test_requests_dropped_at_the_cap_are_named_in_the_rate_item(tmp_path):
+def test_requests_dropped_at_the_cap_are_named_in_the_rate_item(checklist):
     slow = {'sent': 1200, 'dropped': 300, 'rate_ratio': 0.8, 'achieved_rate': 120.0, 'error_rate': 0.2}
-    items = checklist(tmp_path, __stress_run=slow)
+    items = checklist(__stress_run=slow)
     assert items['rate_sustained'][0] is False
     assert '300 more dropped at the in-flight cap' in items['rate_sustained'][1]

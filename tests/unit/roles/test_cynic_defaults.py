@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -26,19 +24,14 @@ PLAYBOOK = """
 """
 
 
-def render_urls(tmp_path, db_vars):
-    app = {'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable}
+def render_urls(tmp_path, run_playbook, db_vars):
     inventory = {'all': {'children': {
         'cynic_db': {'hosts': {'data1': db_vars}},
         'cynic_llm': {'hosts': {'data1': {}}},
-        'cynic_app': {'hosts': {'app1': app}},
+        'cynic_app': {'hosts': {'app1': {'ansible_connection': 'local'}}},
     }}}
-    (tmp_path / 'inventory.json').write_text(json.dumps(inventory))
     out = tmp_path / 'urls.json'
-    (tmp_path / 'play.yml').write_text(PLAYBOOK.format(defaults=DEFAULTS, out=out))
-    playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    subprocess.run([playbook, '-i', str(tmp_path / 'inventory.json'), str(tmp_path / 'play.yml')],
-                   check=True, capture_output=True, cwd=tmp_path)
+    run_playbook(PLAYBOOK.format(defaults=DEFAULTS, out=out), json.dumps(inventory))  # JSON is YAML
     return json.loads(out.read_text())
 
 
@@ -51,6 +44,9 @@ def render_urls(tmp_path, db_vars):
      'ws://10.9.9.9:8001/rpc', 'http://10.9.9.9:11435'),
     # no ansible_host: the inventory name; nothing set: the roles' loopback defaults
     ({'surrealdb_bind_address': '0.0.0.0:8000'}, 'ws://data1:8000/rpc', 'http://127.0.0.1:11434'),
+    # an IPv6 host: its address in brackets, before the port
+    ({'ansible_host': 'fd00::11', 'surrealdb_bind_address': '[::]:8000', 'ollama_host': '[::]:11434'},
+     'ws://[fd00::11]:8000/rpc', 'http://[fd00::11]:11434'),
 ])
-def test_service_urls(tmp_path, db_vars, surreal, ollama):
-    assert render_urls(tmp_path, db_vars) == {'surreal': surreal, 'ollama': ollama}
+def test_service_urls(tmp_path, run_playbook, db_vars, surreal, ollama):
+    assert render_urls(tmp_path, run_playbook, db_vars) == {'surreal': surreal, 'ollama': ollama}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -32,14 +31,9 @@ PLAYBOOK = """
 """
 
 
-def test_wheels_are_fetched_for_the_hosts_linux_platform_not_the_controllers(tmp_path):
+def test_wheels_are_fetched_for_the_hosts_linux_platform_not_the_controllers(tmp_path, run_playbook):
     out = tmp_path / 'argv.json'
-    (tmp_path / 'play.yml').write_text(PLAYBOOK.format(cache=tmp_path / 'cache', out=out))
-    playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    env = dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=sys.executable)
-    proc = subprocess.run([playbook, '-i', 'localhost,', '-c', 'local', str(tmp_path / 'play.yml')],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    run_playbook(PLAYBOOK.format(cache=tmp_path / 'cache', out=out))
     argv = json.loads(out.read_text())
     arch = platform.machine()
     # pip does not widen a manylinux tag by itself: every glibc level is named
