@@ -71,12 +71,12 @@ _NS_PER_S = 1000000000
 _NS_PER_MS = 1000000.0
 _MIN_SLEEP_S = 0.001
 
-# Each placeholder name, as written in a body or path template.
 # RFC 9110 token: what a method or a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 # Control characters, tab excepted: a header value or a path holding one (a CR/LF above all) is
 # refused by the HTTP client on every request, so it is refused here, once, with its name.
 _CONTROL = re.compile(r'[\x00-\x08\x0a-\x1f\x7f]')
+# Each placeholder name, as written in a body or path template.
 _PLACEHOLDER_I = '{i}'
 _PLACEHOLDER_RUN = '{run}'
 
