@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,37 @@ def canonical_json(value: Any) -> str:
     )
 
 
+def _nfc(text: str) -> str:
+    # The quick check answers at memory speed for ASCII and already-composed text.
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def canonical_content(value: Any) -> Any:
+    """The one spelling of a logical cell's content (docs/CYNIC-API.md, "One cell, one id").
+
+    Strings (object keys too) in Unicode NFC, so composed and decomposed accents are one cell;
+    a number with an integral value as that integer, so 1, 1.0, 1e0 and -0.0 are one cell
+    (other numbers are IEEE doubles, as JSON parsers read them). ASCII text, integers and
+    non-integral numbers are unchanged, and so are the ids of cells made only of them.
+    Raises ValueError when two keys of one object become the same key.
+    """
+    if isinstance(value, str):
+        return _nfc(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [canonical_content(v) for v in value]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = _nfc(key)
+            if name in out:
+                raise ValueError(f"two keys are the same key {name[:40]!r} once normalized")
+            out[name] = canonical_content(item)
+        return out
+    return value  # int, bool
+
+
 def cell_id(content: Any, reality: str, analysis: str, context: str, time_dim: str | None) -> str:
     """Hash of the canonical form of the cell: the same cell gives the same id on every node."""
     canonical = canonical_json([content, reality, analysis, context, time_dim])
@@ -115,17 +147,22 @@ def parse_judge_request(body: bytes) -> JudgeRequest:
 
     errors: list[tuple[str, str, str]] = []
 
+    # What is judged and hashed is the cell's canonical form, so one logical cell has one id
+    # and one judgment, whichever spelling arrives first.
     content = data.get("content")
     content_text = ""
     if content is None:
         errors.append(("content", "field required (any JSON value but null)", "missing"))
     elif isinstance(content, str):
-        content_text = content
+        content = content_text = _nfc(content)
     else:
         try:
+            content = canonical_content(content)
             content_text = canonical_json(content)
-        except (ValueError, RecursionError):
-            errors.append(("content", "content cannot be serialised as JSON", "value_error"))
+        except ValueError as exc:
+            errors.append(("content", f"content cannot be judged: {exc}", "value_error"))
+        except RecursionError:
+            errors.append(("content", "content is nested too deeply", "value_error"))
 
     reality = _enum(data, "reality", REALITIES, "CODE", errors)
     analysis = _enum(data, "analysis", ANALYSES, "JUDGE", errors)
@@ -144,6 +181,8 @@ def parse_judge_request(body: bytes) -> JudgeRequest:
     elif not isinstance(context, str):
         errors.append(("context", "must be a string", "type_error"))
         context = ""
+    else:
+        context = _nfc(context)
 
     budget = data.get("budget_usd")
     if budget is None:
