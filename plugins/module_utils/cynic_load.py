@@ -23,6 +23,22 @@ How the schedule works (open loop, constant arrival rate):
   generator as much as the server.
 * at most ``max_in_flight`` requests are outstanding. A request that is due while the cap is
   reached is not queued: it is counted as dropped (and counts as a failure in ``error_rate``).
+
+What the figures cover:
+
+* ``latency_ms`` (intended and actual) covers every request of the measured window: answers of any
+  status, transport errors at the moment they failed, and the requests that got no answer because
+  they were never sent (dropped at the in-flight cap, or cancelled before they started), which are
+  counted as if they had timed out: ``timeout`` from their send (from the due time, plus the
+  scheduler lag, in the intended figures). ``counted_at_timeout`` says how many there were; a run
+  that drops more than 1 % of its requests therefore shows the timeout in its p99.
+* ``latency_ok_ms`` covers the 2xx answers only, so that fast errors cannot make a slow service
+  look fast. Latency thresholds must hold for both sets.
+* ``instances`` and ``instance_shares`` count 2xx answers only (``instance_errors`` counts the
+  other answers that carried the instance header): an instance that answers errors is not
+  carrying its share of the load.
+* ``achieved_rate`` is the rate at which requests were sent, whatever their answer; ``ok_rate``
+  is the rate of 2xx answers.
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ import re
 import secrets
 import time
 import traceback
+from fractions import Fraction
 from urllib.parse import urlsplit
 
 try:
@@ -255,7 +272,9 @@ def percentile(sorted_values, pct):
     count = len(sorted_values)
     if not count:
         return None
-    rank = int(math.ceil(pct / 100.0 * count)) - 1
+    # Exact arithmetic: in floats 99.9 / 100 * 1000 is 999.0000000000001, whose ceiling would make
+    # the p99.9 of 1000 samples their maximum instead of the 999th value.
+    rank = int(math.ceil(Fraction(str(pct)) * count / 100)) - 1
     return sorted_values[min(max(rank, 0), count - 1)]
 
 
@@ -264,9 +283,9 @@ def _ms(value_ns):
 
 
 def _latency_summary(values_ns):
-    """p50 .. p99.9, max and mean in ms of a list of nanosecond durations."""
+    """count, p50 .. p99.9, max and mean in ms of a list of nanosecond durations (None when empty)."""
     values = sorted(values_ns)
-    out = {}
+    out = {'count': len(values)}
     for name, pct in PERCENTILES:
         out[name] = _ms(percentile(values, pct))
     out['max'] = _ms(values[-1]) if values else None
@@ -350,8 +369,9 @@ class _Run(object):
 
         self.status_counts = {}
         self.error_classes = {}
-        self.instance_counts = {}
-        self.no_instance_header = 0
+        self.instance_counts = {}     # 2xx answers by instance header
+        self.instance_errors = {}     # other answers by instance header
+        self.no_instance_header = 0   # 2xx answers without the header
         self.q_sum = 0.0
         self.q_count = 0
         self.q_min = None
@@ -444,7 +464,12 @@ class _Run(object):
         if not ok:
             cls = _status_class(status)
             self.error_classes[cls] = self.error_classes.get(cls, 0) + 1
-        if instance:
+        # The spread over instances counts successful answers only: an instance that answers
+        # errors (fast, often) must not look as if it carried its share of the load.
+        if not ok:
+            if instance:
+                self.instance_errors[instance] = self.instance_errors.get(instance, 0) + 1
+        elif instance:
             self.instance_counts[instance] = self.instance_counts.get(instance, 0) + 1
         else:
             self.no_instance_header += 1
@@ -586,13 +611,16 @@ class _Run(object):
         cfg = self.cfg
         n = self.n_meas
         t_meas0 = self.t0 + int(self.n_warm * self.interval_ns)
-        sent = ok = errors = dropped = 0
-        lat_int = []
+        sent = ok = errors = dropped = at_timeout = 0
+        timeout_ns = int(round(cfg.timeout * _NS_PER_S))
+        lat_int = []  # every request of the window (never sent: counted at the timeout)
         lat_act = []
+        ok_int = []   # 2xx answers only
+        ok_act = []
         lags = []
         last_issue = t_meas0
         seconds = int(math.ceil(cfg.duration))
-        per_second = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': []}
+        per_second = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': [], 'lat_ok': []}
                       for dummy in range(seconds)]
         for j in range(n):
             due = self.t0 + int((j + self.n_warm) * self.interval_ns)
@@ -602,16 +630,26 @@ class _Run(object):
             if issued > last_issue:
                 last_issue = issued
             if state == _DROPPED:
+                # Never sent, so never answered: counted as if it had been sent and had timed out,
+                # not left out of the latency (which would hide the overload that caused the drop).
                 dropped += 1
+                at_timeout += 1
                 bucket['dropped'] += 1
                 lags.append(issued - due)
+                lat_int.append(issued - due + timeout_ns)
+                lat_act.append(timeout_ns)
+                bucket['lat'].append(issued - due + timeout_ns)
                 continue
             if state == _PENDING:  # its task was cancelled before it could start
                 errors += 1
                 sent += 1
+                at_timeout += 1
                 bucket['sent'] += 1
                 bucket['errors'] += 1
                 self.error_classes['cancelled'] = self.error_classes.get('cancelled', 0) + 1
+                lat_int.append(timeout_ns)
+                lat_act.append(timeout_ns)
+                bucket['lat'].append(timeout_ns)
                 continue
             sent += 1
             bucket['sent'] += 1
@@ -623,6 +661,9 @@ class _Run(object):
             if state == _ANSWERED and 200 <= self.status[j] < 300:
                 ok += 1
                 bucket['ok'] += 1
+                ok_int.append(latency)
+                ok_act.append(self.end_ns[j] - issued)
+                bucket['lat_ok'].append(latency)
             else:
                 errors += 1
                 bucket['errors'] += 1
@@ -645,17 +686,21 @@ class _Run(object):
         if issue_rate < cfg.rate * (1.0 - cfg.saturation_rate_tolerance):
             reasons.append('the generator issued %.2f req/s, below the %.2f req/s target' % (issue_rate, cfg.rate))
 
-        answered = sum(self.instance_counts.values()) + self.no_instance_header
+        # Shares of the 2xx answers (with or without the header), by instance.
+        answered_ok = sum(self.instance_counts.values()) + self.no_instance_header
         shares = {}
         for name, count in self.instance_counts.items():
-            shares[name] = round(count / answered, 4) if answered else 0.0
+            shares[name] = round(count / answered_ok, 4) if answered_ok else 0.0
 
         timeline = []
         for second, bucket in enumerate(per_second):
             lat = sorted(bucket.pop('lat'))
+            lat_ok = sorted(bucket.pop('lat_ok'))
             bucket['second'] = second
             bucket['p50_ms'] = _ms(percentile(lat, 50.0))
             bucket['p99_ms'] = _ms(percentile(lat, 99.0))
+            bucket['p50_ok_ms'] = _ms(percentile(lat_ok, 50.0))
+            bucket['p99_ok_ms'] = _ms(percentile(lat_ok, 99.0))
             timeline.append(bucket)
 
         ids = sorted(self.judgment_ids)
@@ -680,12 +725,18 @@ class _Run(object):
                 'intended': _latency_summary(lat_int),
                 'actual': _latency_summary(lat_act),
             },
+            'latency_ok_ms': {
+                'intended': _latency_summary(ok_int),
+                'actual': _latency_summary(ok_act),
+            },
+            'counted_at_timeout': at_timeout,
             'scheduler_lag_ms': lag,
             'generator_saturated': bool(reasons),
             'saturation_reasons': reasons,
             'peak_in_flight': self.peak_in_flight,
             'instances': dict(sorted(self.instance_counts.items())),
             'instance_shares': dict(sorted(shares.items())),
+            'instance_errors': dict(sorted(self.instance_errors.items())),
             'instances_distinct': len(self.instance_counts),
             'responses_without_instance': self.no_instance_header,
             'q_score': {
@@ -756,39 +807,61 @@ def evaluate_thresholds(facts, thresholds):
     if thresholds.min_rate_ratio is not None:
         ratio = facts.get('rate_ratio', 0.0)
         if ratio < thresholds.min_rate_ratio:
-            failures.append('achieved rate %.2f req/s is %.4f of the %.2f req/s target (min_rate_ratio %s)'
+            failures.append('sent rate %.2f req/s is %.4f of the %.2f req/s target (min_rate_ratio %s)'
                             % (facts.get('achieved_rate', 0.0), ratio, target, thresholds.min_rate_ratio))
     if thresholds.max_error_rate is not None:
         rate = facts.get('error_rate', 0.0)
         if rate > thresholds.max_error_rate:
             failures.append('error rate %.5f (errors %d, dropped %d) is over max_error_rate %s'
                             % (rate, facts.get('errors', 0), facts.get('dropped', 0), thresholds.max_error_rate))
-    intended = facts.get('latency_ms', {}).get('intended', {})
+    # A latency limit holds for every request (dropped ones counted at the timeout) AND for the
+    # 2xx answers alone: fast errors must not pull the figure down, nor slow errors push it up
+    # unseen. Without any 2xx answer there is no service latency to meet the limit.
+    every = (facts.get('latency_ms') or {}).get('intended') or {}
+    good = (facts.get('latency_ok_ms') or {}).get('intended') or {}
     for key, limit in (('p95', thresholds.max_p95_ms), ('p99', thresholds.max_p99_ms)):
         if limit is None:
             continue
-        value = intended.get(key)
-        if value is None:
+        value_all, value_ok = every.get(key), good.get(key)
+        if value_all is None and value_ok is None:
             failures.append('no latency sample to compare with max_%s_ms %s' % (key, limit))
-        elif value > limit:
-            failures.append('latency %s %.1f ms (from the intended start) is over max_%s_ms %s'
-                            % (key, value, key, limit))
+            continue
+        broken = []
+        if value_all is None:
+            broken.append('no request measured')
+        elif value_all > limit:
+            broken.append('%.1f ms over all requests' % value_all)
+        if value_ok is None:
+            broken.append('no 2xx answer to measure')
+        elif value_ok > limit:
+            broken.append('%.1f ms over the 2xx answers' % value_ok)
+        if broken:
+            failures.append('latency %s (from the intended start) breaks max_%s_ms %s: %s'
+                            % (key, key, limit, ', '.join(broken)))
+    instance_errors = facts.get('instance_errors') or {}
+
+    def errors_of(name):
+        count = instance_errors.get(name)
+        return ' (and %d answers that were errors)' % count if count else ''
+
+    shares = facts.get('instance_shares') or {}
     if thresholds.expected_instances:
-        shares = facts.get('instance_shares', {})
         floor = thresholds.min_instance_share
         for name in thresholds.expected_instances:
             share = shares.get(name, 0.0)
             if floor is None:
-                if not facts.get('instances', {}).get(name):
-                    failures.append('instance %s never answered' % name)
+                if not (facts.get('instances') or {}).get(name):
+                    failures.append('instance %s never answered with a 2xx status%s' % (name, errors_of(name)))
             elif share < floor:
-                failures.append('instance %s answered %.4f of the responses, below min_instance_share %s'
-                                % (name, share, floor))
+                failures.append('instance %s gave %.4f of the 2xx answers%s, below min_instance_share %s'
+                                % (name, share, errors_of(name), floor))
     elif thresholds.min_instance_share is not None:
-        for name, share in sorted(facts.get('instance_shares', {}).items()):
+        # an instance that answered nothing but errors has a share of 0
+        for name in sorted(set(shares) | set(instance_errors)):
+            share = shares.get(name, 0.0)
             if share < thresholds.min_instance_share:
-                failures.append('instance %s answered %.4f of the responses, below min_instance_share %s'
-                                % (name, share, thresholds.min_instance_share))
+                failures.append('instance %s gave %.4f of the 2xx answers%s, below min_instance_share %s'
+                                % (name, share, errors_of(name), thresholds.min_instance_share))
     q_stats = facts.get('q_score', {})
     if thresholds.q_score_min is not None or thresholds.q_score_max is not None:
         if not q_stats.get('count'):
@@ -850,17 +923,23 @@ def format_summary(facts):
         % (facts['target_rate'], facts['duration_s'], facts['warmup_s']))
     row('planned / sent / dropped', '%d / %d / %d' % (facts['planned'], facts['sent'], facts['dropped']))
     row('ok / errors', '%d / %d  (error rate %.3f%%)' % (facts['ok'], facts['errors'], 100 * facts['error_rate']))
-    row('achieved rate', '%.2f req/s (ratio %.4f), ok %.2f req/s'
+    row('sent rate', '%.2f req/s (ratio %.4f of the target, errors included), 2xx answers %.2f req/s'
         % (facts['achieved_rate'], facts['rate_ratio'], facts['ok_rate']))
     row('status codes', ', '.join('%s: %d' % kv for kv in facts['status_codes'].items()) or '-')
     row('errors by class', ', '.join('%s: %d' % kv for kv in facts['errors_by_class'].items()) or '-')
-    lines.append('  latency (ms)        %s' % ' '.join('%9s' % name for name, dummy in PERCENTILES + (('max', 0),)))
-    for kind in ('intended', 'actual'):
-        lat = facts['latency_ms'][kind]
-        cells = []
-        for name in [p[0] for p in PERCENTILES] + ['max']:
-            cells.append('%9s' % ('-' if lat[name] is None else '%.1f' % lat[name]))
-        lines.append('    %-16s %s' % (kind, ' '.join(cells)))
+    names = [p[0] for p in PERCENTILES] + ['max']
+    lines.append('  latency (ms)          %s %7s' % (' '.join('%9s' % name for name in names), 'count'))
+    for label, group, kind in (('all, intended', 'latency_ms', 'intended'), ('all, actual', 'latency_ms', 'actual'),
+                               ('2xx, intended', 'latency_ok_ms', 'intended'),
+                               ('2xx, actual', 'latency_ok_ms', 'actual')):
+        lat = (facts.get(group) or {}).get(kind) or {}
+        cells = ['%9s' % ('-' if lat.get(name) is None else '%.1f' % lat[name]) for name in names]
+        lines.append('    %-18s %s %7s' % (label, ' '.join(cells), lat.get('count', '-')))
+    at_timeout = facts.get('counted_at_timeout', 0)
+    lines.append('    all: every request of the window, errors included; 2xx: the successful answers only.')
+    if at_timeout:
+        lines.append('    all counts %d request(s) never sent (dropped at the in-flight cap, or not started) '
+                     'as if they had timed out: %g s.' % (at_timeout, facts['timeout_s']))
     lag = facts['scheduler_lag_ms']
     row('scheduler lag (ms)', 'p50 %s, p99 %s, max %s' % (lag['p50'], lag['p99'], lag['max']))
     row('generator saturated', 'YES: ' + '; '.join(facts['saturation_reasons'])
@@ -868,7 +947,12 @@ def format_summary(facts):
     row('peak in flight', '%d of %d' % (facts['peak_in_flight'], facts['max_in_flight']))
     inst = ', '.join('%s: %d (%.1f%%)' % (name, count, 100 * facts['instance_shares'].get(name, 0))
                      for name, count in facts['instances'].items())
-    row('instances', inst or '-')
+    if facts.get('responses_without_instance'):
+        inst = (inst + ', ' if inst else '') + 'no header: %d' % facts['responses_without_instance']
+    row('instances (2xx answers)', inst or '-')
+    inst_errors = facts.get('instance_errors') or {}
+    if inst_errors:
+        row('instances (error answers)', ', '.join('%s: %d' % kv for kv in inst_errors.items()))
     q_stats = facts['q_score']
     if q_stats['count']:
         row('q_score', 'mean %.3f, min %.3f, max %.3f (%d)'

@@ -22,6 +22,14 @@ description:
     as the server.
   - At most O(max_in_flight) requests are outstanding; a request that is due while the cap is reached is counted as
     dropped, never queued.
+  - Two sets of latency figures are returned. RV(ansible_facts.cynic_stress.latency_ms) covers every request of the
+    measured window, errors included, and counts each request that was never sent (dropped at the O(max_in_flight)
+    cap, or cancelled before it started) as if it had timed out, at O(timeout); their number is
+    RV(ansible_facts.cynic_stress.counted_at_timeout). Dropped requests are therefore never silently absent from the
+    latency. RV(ansible_facts.cynic_stress.latency_ok_ms) covers the 2xx answers only, so that fast errors cannot
+    make a slow service look fast.
+  - The spread over instances (RV(ansible_facts.cynic_stress.instances),
+    RV(ansible_facts.cynic_stress.instance_shares)) counts 2xx answers only.
   - Warm-up requests are sent like the others but left out of every statistic.
   - Thresholds fail the task and list every broken limit; the facts are still returned.
   - The engine is shared with the C(tools/cynic-stress) command line of the collection.
@@ -162,6 +170,7 @@ options:
   min_rate_ratio:
     description:
       - Smallest accepted ratio of the achieved send rate to O(rate), for example V(0.99). Between 0 and 1.
+      - The send rate counts every request sent, whatever its answer; O(max_error_rate) judges the answers.
     type: float
   max_error_rate:
     description:
@@ -171,21 +180,26 @@ options:
   max_p95_ms:
     description:
       - Largest accepted 95th percentile of the latency from the intended start, in milliseconds.
+      - It must hold for every request (RV(ansible_facts.cynic_stress.latency_ms), dropped requests counted at
+        O(timeout)) and for the 2xx answers alone (RV(ansible_facts.cynic_stress.latency_ok_ms)); a run without any
+        2xx answer breaks it.
     type: float
   max_p99_ms:
     description:
       - Largest accepted 99th percentile of the latency from the intended start, in milliseconds.
+      - Judged like O(max_p95_ms), on both sets of figures.
     type: float
   expected_instances:
     description:
-      - Instance ids (from the C(X-Instance-ID) response header) that must all have answered.
-      - With O(min_instance_share), each must have answered at least that share of the responses.
+      - Instance ids (from the C(X-Instance-ID) response header) that must all have answered with a 2xx status.
+      - With O(min_instance_share), each must have given at least that share of the 2xx answers.
     type: list
     elements: str
   min_instance_share:
     description:
-      - Smallest accepted share of the responses for each instance of O(expected_instances) (or, without it, for
-        each instance that answered), for example V(0.25) for three instances behind a balancer. Between 0 and 1.
+      - Smallest accepted share of the 2xx answers for each instance of O(expected_instances) (or, without it, for
+        each instance that answered, an instance that answered only errors having a share of 0), for example
+        V(0.25) for three instances behind a balancer. Between 0 and 1.
     type: float
   q_score_min:
     description:
@@ -349,7 +363,9 @@ ansible_facts:
           type: float
           returned: when not in check mode
         achieved_rate:
-          description: RV(ansible_facts.cynic_stress.sent) over RV(ansible_facts.cynic_stress.actual_duration_s).
+          description:
+            - The send rate, RV(ansible_facts.cynic_stress.sent) over RV(ansible_facts.cynic_stress.actual_duration_s).
+            - Errors count here like answers; RV(ansible_facts.cynic_stress.ok_rate) is the rate of 2xx answers.
           type: float
           returned: when not in check mode
         ok_rate:
@@ -357,7 +373,7 @@ ansible_facts:
           type: float
           returned: when not in check mode
         rate_ratio:
-          description: Achieved rate over target rate.
+          description: Send rate (RV(ansible_facts.cynic_stress.achieved_rate)) over target rate.
           type: float
           returned: when not in check mode
         error_rate:
@@ -377,8 +393,13 @@ ansible_facts:
           returned: when not in check mode
         latency_ms:
           description:
-            - Latency of every sent request until its answer or its error, in ms, with keys C(p50), C(p90), C(p95),
-              C(p99), C(p99_9), C(max) and C(mean) (nearest-rank percentiles; null without samples).
+            - Latency of every request of the measured window, in ms, whatever its answer, with keys C(count) (the
+              number of samples), C(p50), C(p90), C(p95), C(p99), C(p99_9), C(max) and C(mean) (nearest-rank
+              percentiles; null without samples).
+            - An answer of any status counts until it was complete, a transport error until it happened.
+            - A request that was never sent (dropped at the O(max_in_flight) cap, or cancelled before it started)
+              counts as if it had timed out, at O(timeout) from its send (plus the scheduler lag in C(intended));
+              see RV(ansible_facts.cynic_stress.counted_at_timeout). More than 1% of them put the timeout in the p99.
           type: dict
           returned: when not in check mode
           contains:
@@ -390,6 +411,28 @@ ansible_facts:
               description: From the actual send.
               type: dict
               returned: when not in check mode
+        latency_ok_ms:
+          description:
+            - Latency of the 2xx answers only, in ms, same keys as RV(ansible_facts.cynic_stress.latency_ms) (all null
+              and C(count) 0 when no answer was a 2xx).
+            - Errors, dropped and cancelled requests are left out, so fast error answers cannot hide a slow service.
+          type: dict
+          returned: when not in check mode
+          contains:
+            intended:
+              description: From the intended start (coordinated omission corrected). Thresholds use these too.
+              type: dict
+              returned: when not in check mode
+            actual:
+              description: From the actual send.
+              type: dict
+              returned: when not in check mode
+        counted_at_timeout:
+          description:
+            - Requests in RV(ansible_facts.cynic_stress.latency_ms) whose latency is the timeout because they were never
+              sent (RV(ansible_facts.cynic_stress.dropped) plus those cancelled before they started), not a measurement.
+          type: int
+          returned: when not in check mode
         scheduler_lag_ms:
           description: Actual send (or drop) minus intended start, C(p50), C(p99) and C(max), in ms.
           type: dict
@@ -408,20 +451,25 @@ ansible_facts:
           type: int
           returned: when not in check mode
         instances:
-          description: Count of answers by C(X-Instance-ID) header.
+          description: Count of the 2xx answers by C(X-Instance-ID) header.
           type: dict
           returned: when not in check mode
           sample: {"cynic-1": 334, "cynic-2": 333, "cynic-3": 333}
         instance_shares:
-          description: Share of all answers (with or without the header) by instance.
+          description: Share of the 2xx answers (with or without the header) by instance. Error answers are not counted.
           type: dict
           returned: when not in check mode
+        instance_errors:
+          description: Count of the answers that were not 2xx by C(X-Instance-ID) header (those that carried it).
+          type: dict
+          returned: when not in check mode
+          sample: {"cynic-2": 12}
         instances_distinct:
-          description: Number of distinct instances that answered.
+          description: Number of distinct instances that gave at least one 2xx answer.
           type: int
           returned: when not in check mode
         responses_without_instance:
-          description: Answers without the C(X-Instance-ID) header.
+          description: 2xx answers without the C(X-Instance-ID) header.
           type: int
           returned: when not in check mode
         q_score:
@@ -451,7 +499,9 @@ ansible_facts:
         timeline:
           description:
             - One entry per second of the measured window, by intended start, with C(second), C(sent), C(ok),
-              C(errors), C(dropped), C(p50_ms) and C(p99_ms) (latency from the intended start).
+              C(errors), C(dropped), C(p50_ms) and C(p99_ms) (latency from the intended start of every request due in
+              that second, as in RV(ansible_facts.cynic_stress.latency_ms), dropped ones at the timeout), and
+              C(p50_ok_ms) and C(p99_ok_ms) (of its 2xx answers only). A percentile without samples is null.
           type: list
           elements: dict
           returned: when not in check mode

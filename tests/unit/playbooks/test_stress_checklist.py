@@ -7,9 +7,11 @@ ansible-playbook from facts shaped like the cynic_stress and cynic_cluster_facts
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
+import sys
 
 import pytest
 
@@ -44,9 +46,11 @@ CLEAN = {
         'generator_saturated': False, 'saturation_reasons': [],
         'timeline': [{'sent': 150, 'ok': 150}] * 10,
         'instances': {'cynic-1': 750, 'cynic-2': 750}, 'instance_shares': {'cynic-1': 0.5, 'cynic-2': 0.5},
-        'responses_without_instance': 0, 'status_codes': {'200': 1500}, 'errors_by_class': {},
-        'q_score': {'count': 1500, 'mean': 50.0, 'min': 12.5, 'max': 80.0},
-        'judgment_ids_count': 1650, 'latency_ms': {'intended': {'p50': 3.0, 'p95': 6.0, 'p99': 9.0, 'max': 20.0}},
+        'instance_errors': {}, 'responses_without_instance': 0, 'status_codes': {'200': 1500}, 'errors_by_class': {},
+        'q_score': {'count': 1500, 'mean': 50.0, 'min': 12.5, 'max': 80.0}, 'timeout_s': 10.0,
+        'judgment_ids_count': 1650, 'counted_at_timeout': 0,
+        'latency_ms': {'intended': {'count': 1500, 'p50': 3.0, 'p95': 6.0, 'p99': 9.0, 'max': 20.0}},
+        'latency_ok_ms': {'intended': {'count': 1500, 'p50': 3.0, 'p95': 6.0, 'p99': 9.0, 'max': 20.0}},
     },
     '__stress_one': {'judgment_ids_count': 10},
     '__stress_store': {'surreal': {'reachable': True, 'error': None, 'duplicate_examples': []},
@@ -110,3 +114,86 @@ def test_requests_dropped_at_the_cap_are_named_in_the_rate_item(checklist):
     items = checklist(__stress_run=slow)
     assert items['rate_sustained'][0] is False
     assert '300 more dropped at the in-flight cap' in items['rate_sustained'][1]
+
+
+def test_the_latency_item_judges_the_2xx_answers_too(checklist):
+    """Fast errors keep the all-requests p99 low; the 2xx answers alone break the objective."""
+    assert checklist(_stress_max_p99_ms=100)['latency_p99'][0] is True
+    slow_ok = {'errors': 600, 'latency_ok_ms': {'intended': {'count': 900, 'p50': 400.0, 'p95': 800.0,
+                                                             'p99': 900.0, 'max': 950.0}}}
+    passed, line = checklist(_stress_max_p99_ms=100, __stress_run=slow_ok)['latency_p99']
+    assert passed is False, line
+    assert '9.0 ms over all 1500 requests' in line and '900.0 ms over the 900 2xx answers' in line, line
+    no_ok = {'latency_ok_ms': {'intended': {'count': 0, 'p50': None, 'p95': None, 'p99': None, 'max': None}}}
+    passed, line = checklist(_stress_max_p99_ms=100, __stress_run=no_ok)['latency_p99']
+    assert passed is False and 'none ms over the 0 2xx answers' in line, line
+    dropped = {'dropped': 300, 'counted_at_timeout': 300,
+               'latency_ms': {'intended': {'count': 1500, 'p50': 3.0, 'p95': 10000.5, 'p99': 10001.0, 'max': 10002.0}}}
+    passed, line = checklist(_stress_max_p99_ms=100, __stress_run=dropped)['latency_p99']
+    assert passed is False and '300 never sent, counted at the 10.0 s timeout' in line, line
+
+
+def test_the_load_spread_is_over_the_2xx_answers(checklist):
+    """An instance that answers only errors has no share of the load, and the item names its errors."""
+    one_broken = {'instances': {'cynic-1': 800}, 'instance_shares': {'cynic-1': 1.0},
+                  'instance_errors': {'cynic-2': 700}, 'errors': 700}
+    passed, line = checklist(__stress_run=one_broken)['load_spread']
+    assert passed is False, line
+    assert 'Share of the 2xx answers by X-Instance-ID: cynic-1 100.0% (800), cynic-2 0.0% (0)' in line, line
+    assert 'Error answers by instance (not in the shares): {"cynic-2": 700}.' in line, line
+
+
+REPORT = os.path.join(REPO_ROOT, 'playbooks', 'templates', 'stress-report.md.j2')
+REPORT_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.set_fact:
+        __stress_checklist: "{{{{ lookup('ansible.builtin.template', '{checklist}') | from_json }}}}"
+    - ansible.builtin.template:
+        src: {report}
+        dest: {out}
+        mode: '0644'
+"""
+
+
+def test_the_report_shows_both_latency_sets_and_the_dropped(tmp_path, run_playbook, http_server):
+    """The report, rendered from the facts of a real run of the engine that dropped requests at the
+    in-flight cap and got errors: it names both latency sets, the requests counted at the timeout,
+    and the spread over the 2xx answers."""
+    aiohttp_web = pytest.importorskip('aiohttp.web')
+    from ansible_collections.cynic.cluster.plugins.module_utils import cynic_load
+
+    async def handler(server, request):
+        await request.read()
+        await asyncio.sleep(0.05)
+        number = server.stats['requests']
+        return aiohttp_web.json_response({'judgment_id': 'j-%d' % number, 'q_score': 50.0},
+                                         status=503 if number % 4 == 0 else 200,
+                                         headers={'X-Instance-ID': IDS[number % 2]})
+
+    server = http_server([('POST', '/judge', handler)])
+    run = cynic_load.run_load(cynic_load.LoadConfig(server.url, rate=100, duration=1, max_in_flight=2, timeout=0.5))
+    assert run['dropped'] > 0 and run['errors'] > 0, run
+    facts = copy.deepcopy(CLEAN)
+    facts.update({
+        '__stress_run': run, '__stress_one': copy.deepcopy(run), '_stress_duration': 1, '_stress_warmup': 0,
+        '_stress_url': server.url, '_stress_lb': 'localhost', '__stress_nproc': {'stdout': '2'},
+        '_stress_python': sys.executable, '_stress_db': 'db1', '_stress_max_p99_ms': 100,
+        '_stress_single_target': {'instance_id': 'cynic-1', 'url': server.url},
+        '__stress_plot': {'rc': 1, 'stderr': 'no matplotlib here'},
+    })
+    (tmp_path / 'facts.json').write_text(json.dumps(facts))
+    out = tmp_path / 'report.md'
+    run_playbook(REPORT_PLAY.format(checklist=TEMPLATE, report=REPORT, out=out), None,
+                 '-e', '@' + str(tmp_path / 'facts.json'))
+    text = out.read_text()
+    print(text)
+    assert '| requests counted at the timeout (never sent) | %d | %d |' % (run['dropped'], run['dropped']) in text
+    assert 'latency p99, ms, 2xx answers only (from intended start) | %.1f |' % (
+        run['latency_ok_ms']['intended']['p99']) in text
+    assert 'latency p99, ms, all requests (from intended start) | %.1f |' % run['latency_ms']['intended']['p99'] in text
+    assert '(%d never sent,\ncounted at the 0.5 s timeout)' % run['dropped'] in text
+    assert '| 2xx answers | share of the 2xx answers | minimum | error answers (not in the share) |' in text
+    assert '| p50 ms, 2xx | p99 ms, 2xx |' in text
+    assert 'over all %d requests (%d never sent, counted at the 0.5 s timeout' % (run['planned'], run['dropped']) in text

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ def test_json_output_is_the_module_fact(http_server):
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     assert (facts['planned'], facts['sent'], facts['ok']) == (75, 75, 75)
+    assert facts['latency_ok_ms']['intended']['count'] == facts['latency_ms']['intended']['count'] == 75
     assert facts['passed'] is True and facts['q_score']['mean'] == 61.8
     assert len(facts['timeline']) == 2 and len(facts['judgment_ids']) == 75
     # the live progress line, once per second, then the final one
@@ -54,7 +56,31 @@ def test_broken_thresholds_exit_1_with_a_table(http_server):
                    '--expected-instance', 'cynic-2', '-H', 'X-Trace: 1')
     assert proc.returncode == 1, proc.stderr
     assert 'FAILED thresholds' in proc.stdout and 'max_p95_ms' in proc.stdout and 'cynic-2' in proc.stdout
-    assert 'intended' in proc.stdout and proc.stderr == ''
+    assert 'intended' in proc.stdout and '2xx, intended' in proc.stdout and proc.stderr == ''
+
+
+def test_the_summary_shows_both_latency_sets_and_the_dropped(http_server):
+    """2 in flight against a 0.2 s server: most requests are dropped, and the table says where they went."""
+    async def slow(server, request):
+        await request.read()
+        await asyncio.sleep(0.2)
+        return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 1.0},
+                                 status=200 if server.stats['requests'] % 2 else 503,
+                                 headers={'X-Instance-ID': 'cynic-1'})
+
+    server = http_server([('POST', '/judge', slow)])
+    proc = run_cli(server.url, '-r', '50', '-d', '1', '-c', '2', '-t', '1', '-q')
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    rows = dict((line.split()[0] + ' ' + line.split()[1], line.split()) for line in proc.stdout.splitlines()
+                if line.startswith('    all,') or line.startswith('    2xx,'))
+    assert sorted(rows) == ['2xx, actual', '2xx, intended', 'all, actual', 'all, intended'], proc.stdout
+    dropped = int(proc.stdout.split('planned / sent / dropped')[1].split('/')[2].split()[0])
+    assert dropped >= 30  # the p50 of all requests is a dropped one, at the 1 s timeout
+    assert rows['all, actual'][2] == '1000.0' and rows['all, actual'][-1] == '50'
+    assert float(rows['2xx, actual'][2]) < 1000.0  # the answers themselves came after about 0.2 s
+    assert 'all counts %d request(s) never sent' % dropped in proc.stdout and 'timed out: 1 s' in proc.stdout
+    assert 'instances (error answers)' in proc.stdout
 
 
 def test_dry_run_and_bad_arguments(http_server):

@@ -79,6 +79,15 @@ def test_percentile_is_nearest_rank():
     assert cl.percentile([], 50) is None
 
 
+def test_percentile_ranks_have_no_rounding_error():
+    """Nearest rank of p99.9 over 1000 samples is the 999th, not the maximum (float: 999.0000000000001)."""
+    for count in (1000, 2000, 5000):
+        values = list(range(1, count + 1))
+        assert cl.percentile(values, 99.9) == count - count // 1000, count
+        assert cl.percentile(values, 99.0) == count - count // 100
+    assert cl.percentile(list(range(1, 1002)), 99.9) == 1000  # rank 999.999 rounds up to 1000
+
+
 @pytest.mark.parametrize('kwargs, message', [
     ({'url': 'ftp://x'}, 'url'),
     ({'rate': 0}, 'rate'),
@@ -282,6 +291,108 @@ def test_max_in_flight_drops_are_counted(http_server):
     assert len(failures) == 2
 
 
+def test_dropped_requests_count_at_the_timeout_in_the_all_latency(http_server):
+    """Requests dropped at the in-flight cap are in the "all" percentiles, at the timeout.
+
+    3 in flight against a 0.2 s server serve about 15 of the 100 requests of a second: most of the
+    window is dropped. Left out of the latency (as before), the p50 would be that of the few answers
+    (about 0.2 s) and the run would look slow but fine.
+    """
+    server = http_server([('POST', '/judge', judge(delay=0.2))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=100, duration=1, max_in_flight=3, timeout=1.5))
+    every, good = facts['latency_ms'], facts.get('latency_ok_ms')
+    print('dropped %d of %d: all %s, 2xx %s' % (facts['dropped'], facts['planned'], every, good))
+    assert facts['dropped'] >= 60, facts  # a clear majority: the p50 is one of them
+    # a dropped request counts as the timeout (from its send; plus the lag from the intended start)
+    assert every['intended']['p50'] >= 1500.0
+    assert every['actual']['p50'] == 1500.0 and every['actual']['max'] == 1500.0
+    assert facts['counted_at_timeout'] == facts['dropped']
+    # every planned request is a sample of the "all" set, the 2xx answers of the other one
+    assert every['intended']['count'] == every['actual']['count'] == facts['planned'] == 100
+    assert good['intended']['count'] == good['actual']['count'] == facts['ok'] == facts['sent']
+    # the answers themselves were not that slow: the 2xx set shows them alone
+    assert good['intended']['p50'] < every['intended']['p50']
+    assert all(entry['p99_ms'] >= 1500.0 for entry in facts['timeline'] if entry['dropped'])
+    failures = cl.evaluate_thresholds(facts, cl.Thresholds(max_p99_ms=1000))
+    assert len(failures) == 1 and 'over all requests' in failures[0], failures
+    text = cl.format_summary(facts)
+    assert 'all counts %d request(s) never sent' % facts['dropped'] in text and '1.5 s' in text, text
+
+
+def test_ok_percentiles_leave_fast_errors_out(http_server):
+    """3 of 5 requests get a 500 at once, the other 2 a 200 after 0.1 s, then the other way round."""
+    def split(error_delay, ok_delay):
+        async def handler(server, request):
+            await request.read()
+            failing = server.stats['requests'] % 5 < 3
+            await asyncio.sleep(error_delay if failing else ok_delay)
+            return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 1.0},
+                                     status=500 if failing else 200)
+        return handler
+
+    server = http_server([('POST', '/judge', split(0.0, 0.1))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=2))
+    every, good = facts['latency_ms']['intended'], facts['latency_ok_ms']['intended']
+    print('fast 500s, slow 200s: all %s, 2xx %s' % (every, good))
+    assert (facts['ok'], facts['errors'], facts['status_codes']) == (40, 60, {'200': 40, '500': 60})
+    assert (every['count'], good['count']) == (100, 40)
+    assert good['p50'] >= 99.0  # every 2xx waited 0.1 s on the server
+    # the errors were fast: over all answers the median is an error's, far below the 2xx one
+    assert every['p50'] * 2 < good['p50'], (every, good)
+    assert good['p50'] >= every['p50'] and good['mean'] > every['mean']
+    assert facts['latency_ok_ms']['actual']['p50'] >= 99.0
+    assert all(entry['p50_ok_ms'] >= 99.0 for entry in facts['timeline'])
+
+    server = http_server([('POST', '/judge', split(0.1, 0.0))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=2))
+    every, good = facts['latency_ms']['intended'], facts['latency_ok_ms']['intended']
+    print('slow 500s, fast 200s: all %s, 2xx %s' % (every, good))
+    assert every['p50'] >= 99.0  # the median answer is a slow error
+    assert good['p50'] * 2 < every['p50'], (every, good)
+
+    # no 2xx at all: the 2xx set is empty (null figures), not the errors' figures
+    broken = http_server([('POST', '/judge', judge(status=503))])
+    facts = cl.run_load(cl.LoadConfig(broken.url, rate=20, duration=0.5))
+    assert facts['latency_ok_ms']['intended'] == {'count': 0, 'p50': None, 'p90': None, 'p95': None, 'p99': None,
+                                                  'p99_9': None, 'max': None, 'mean': None}
+    assert facts['latency_ms']['intended']['count'] == 10
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(max_p99_ms=1000)) == [
+        'latency p99 (from the intended start) breaks max_p99_ms 1000: no 2xx answer to measure']
+    cl.format_summary(facts)  # renders without figures
+
+
+def test_instance_shares_count_successful_answers_only(http_server):
+    """cynic-1 answers 200, cynic-2 answers 500 (fast, as a broken instance does), and a third of
+    the 200s carry no header: cynic-2 carries none of the load."""
+    async def handler(server, request):
+        await request.read()
+        number = server.stats['requests'] % 3
+        if number == 1:
+            return web.json_response({'error': 'boom'}, status=500, headers={'X-Instance-ID': 'cynic-2'})
+        headers = {'X-Instance-ID': 'cynic-1'} if number == 0 else {}
+        return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 5.0},
+                                 headers=headers)
+
+    server = http_server([('POST', '/judge', handler)])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=60, duration=1))
+    print('instances %s shares %s errors %s without %s' % (facts['instances'], facts['instance_shares'],
+                                                           facts.get('instance_errors'),
+                                                           facts['responses_without_instance']))
+    assert (facts['ok'], facts['errors']) == (40, 20)
+    assert facts['instance_shares'] == {'cynic-1': 0.5}  # of the 40 answers 200, with or without header
+    assert facts['instances'] == {'cynic-1': 20}
+    assert facts['instance_errors'] == {'cynic-2': 20}
+    assert facts['responses_without_instance'] == 20 and facts['instances_distinct'] == 1
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(expected_instances=['cynic-1', 'cynic-2'])) == [
+        'instance cynic-2 never answered with a 2xx status (and 20 answers that were errors)']
+    # without a list, an instance that answered only errors has a share of 0
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(min_instance_share=0.25)) == [
+        'instance cynic-2 gave 0.0000 of the 2xx answers (and 20 answers that were errors), '
+        'below min_instance_share 0.25']
+    text = cl.format_summary(facts)
+    assert 'cynic-1: 20 (50.0%), no header: 20' in text and 'cynic-2: 20' in text, text
+
+
 def test_errors_are_classified(http_server, closed_port):
     slow = http_server([('POST', '/judge', judge(delay=2.0))])
     facts = cl.run_load(cl.LoadConfig(slow.url, rate=20, duration=1, timeout=0.3))
@@ -400,6 +511,7 @@ def test_thresholds_list_every_broken_limit():
     facts = {
         'target_rate': 100.0, 'achieved_rate': 90.0, 'rate_ratio': 0.9, 'error_rate': 0.05, 'errors': 5,
         'dropped': 0, 'latency_ms': {'intended': {'p95': 300.0, 'p99': 900.0}},
+        'latency_ok_ms': {'intended': {'p95': 310.0, 'p99': 950.0}},
         'instances': {'a': 70, 'b': 30}, 'instance_shares': {'a': 0.7, 'b': 0.3},
         'q_score': {'count': 10, 'mean': 50.0, 'min': -1.0, 'max': 101.0},
         'generator_saturated': True, 'saturation_reasons': ['lag'],
@@ -416,12 +528,27 @@ def test_thresholds_list_every_broken_limit():
     loose = cl.Thresholds(min_rate_ratio=0.8, max_error_rate=0.1, max_p95_ms=400, max_p99_ms=1000,
                           expected_instances=['a', 'b'], min_instance_share=0.25, q_score_min=-5, q_score_max=200)
     assert not cl.evaluate_thresholds(facts, loose)
-    assert cl.evaluate_thresholds(facts, cl.Thresholds(expected_instances=['z'])) == ['instance z never answered']
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(expected_instances=['z'])) == [
+        'instance z never answered with a 2xx status']
     assert cl.evaluate_thresholds(facts, cl.Thresholds(min_instance_share=0.5)) == [
-        'instance b answered 0.3000 of the responses, below min_instance_share 0.5']
+        'instance b gave 0.3000 of the 2xx answers, below min_instance_share 0.5']
     empty = dict(facts, q_score={'count': 0, 'mean': None, 'min': None, 'max': None})
     assert cl.evaluate_thresholds(empty, cl.Thresholds(q_score_min=0)) == [
         'no q_score was observed in any 200 response']
+
+
+def test_latency_limits_hold_for_the_2xx_answers_too():
+    """Fast errors pull the all-answers p99 under the limit; the 2xx answers alone break it."""
+    facts = {'latency_ms': {'intended': {'p95': 4.0, 'p99': 20.0}},
+             'latency_ok_ms': {'intended': {'p95': 700.0, 'p99': 900.0}}}
+    assert cl.evaluate_thresholds(facts, cl.Thresholds(max_p95_ms=100, max_p99_ms=1000)) == [
+        'latency p95 (from the intended start) breaks max_p95_ms 100: 700.0 ms over the 2xx answers']
+    both = {'latency_ms': {'intended': {'p99': 1200.0}}, 'latency_ok_ms': {'intended': {'p99': 1100.0}}}
+    assert cl.evaluate_thresholds(both, cl.Thresholds(max_p99_ms=1000)) == [
+        'latency p99 (from the intended start) breaks max_p99_ms 1000: 1200.0 ms over all requests, '
+        '1100.0 ms over the 2xx answers']
+    assert cl.evaluate_thresholds({}, cl.Thresholds(max_p99_ms=1000)) == [
+        'no latency sample to compare with max_p99_ms 1000']
 
 
 def test_summary_renders(http_server):
@@ -429,4 +556,5 @@ def test_summary_renders(http_server):
     facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5), thresholds=cl.Thresholds(max_p99_ms=0.0001))
     text = cl.format_summary(facts)
     assert 'intended' in text and 'FAILED thresholds' in text and 'a: ' in text
+    assert '2xx, intended' in text and 'all, actual' in text and 'never sent' not in text
     assert 'planned requests' in cl.format_summary(cl.plan(cl.LoadConfig(server.url)))
