@@ -8,6 +8,7 @@ processes through the `cynic-node` entry point, on free loopback ports.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -109,6 +110,88 @@ class SurrealServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no close frames; the kernel resets its sockets."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+async def root_query(server: SurrealServer, sql: str, params: dict[str, Any] | None = None) -> Any:
+    """sql as root on cynic/cynic, on a connection of its own (straight to the stand-in)."""
+    from surrealdb import AsyncSurreal
+
+    db = AsyncSurreal(server.ws_url)
+    await db.connect(server.ws_url)
+    try:
+        await db.signin({"username": "root", "password": ROOT_PASS})
+        await db.use("cynic", "cynic")
+        return await db.query(sql, params or {})
+    finally:
+        await db.close()
+
+
+class HoldingProxy:
+    """A TCP relay on a free loopback port in front of `upstream_port`, in the test's event loop.
+
+    hold_answers drops what the server sends (its answers never arrive), hold_requests drops
+    what clients send (their calls never reach the server): a client then has calls in flight
+    whose outcome it cannot know. When the server side closes, the client side is closed too,
+    as a dying server's would be.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.hold_answers = False
+        self.hold_requests = False
+        self.dropped_requests = 0  # chunks dropped while holding requests
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for w in list(self._writers):
+            w.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_w}
+
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, requests: bool
+        ) -> None:
+            try:
+                while data := await src.read(65536):
+                    if requests and self.hold_requests:
+                        self.dropped_requests += 1
+                        continue
+                    if not requests and self.hold_answers:
+                        continue
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+                up_w.close()
+                self._writers.discard(writer)
+                self._writers.discard(up_w)
+
+        await asyncio.gather(pump(reader, up_w, True), pump(up_r, writer, False))
 
 
 @dataclass

@@ -6,7 +6,11 @@
   node process recovers by itself;
 - a least-privilege database user on a table the deployment defined beforehand;
 - journal: a file-size limit on the running process gives 503 + Retry-After and /health 503;
-  lifted, the same process journals and answers 200 again.
+  lifted, the same process journals and answers 200 again, and the judgment it could not
+  journal gets its one line;
+- SurrealDB killed (SIGKILL) under load and started again on its data: the loss shows at
+  once (cynic_storage_up 0), the node answers again, every 200 is stored and journaled once,
+  and a judgment answered 503 that was stored is journaled once (by its retry or by itself).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,31 +26,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from surrealdb import AsyncSurreal
 
 from nodetest_helpers import (
-    ROOT_PASS,
     NodeProcess,
     SurrealServer,
     http_get,
     read_journal,
+    root_query,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
 StartNode = Callable[..., NodeProcess]
-
-
-async def root_query(server: SurrealServer, sql: str, params: dict[str, Any] | None = None) -> Any:
-    db = AsyncSurreal(server.ws_url)
-    await db.connect(server.ws_url)
-    try:
-        await db.signin({"username": "root", "password": ROOT_PASS})
-        await db.use("cynic", "cynic")
-        return await db.query(sql, params or {})
-    finally:
-        await db.close()
 
 
 async def post_all(
@@ -233,5 +226,92 @@ def test_journal_size_limit_503_then_recovery_without_restart(
     assert retry[0] == 200
     assert retry[2]["reused"] is True
     assert node.proc.poll() is None  # the same process, never restarted
+    # The judgment answered 503 was stored by this process: it owes its line, written once,
+    # before the lines after it (the retry answered 200 reused names it).
     ids = [line["judgment_id"] for line in read_journal(home)]
-    assert ids == [before[2]["judgment_id"], after[2]["judgment_id"]]
+    assert ids == [before[2]["judgment_id"], retry[2]["judgment_id"], after[2]["judgment_id"]]
+
+
+def _metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=2) as resp:  # noqa: S310 (loopback)
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    raise ValueError(f"{name} not in /metrics")
+
+
+def test_surrealdb_killed_under_load_loses_no_answered_judgment(
+    surreal: SurrealServer, start_node: StartNode, tmp_path: Path
+) -> None:
+    # SIGKILL with writes in flight: the node must see the loss (cynic_storage_up 0), answer
+    # again once SurrealDB is back on its data, and keep its word: every 200 stored, every
+    # judgment this instance stored journaled exactly once, answered 503 or not.
+    home = tmp_path / "home"
+    node = start_node("killed", surreal.ws_url, home, {"CYNIC_STORE_TIMEOUT_S": "20"})
+    answers: list[tuple[int, str, dict[str, Any]]] = []
+    seen_down = False
+
+    async def load() -> None:
+        nonlocal seen_down
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            stop = asyncio.Event()
+
+            async def worker(w: int) -> None:
+                for n in range(400):  # bounded; stops earlier once the drill is over
+                    if stop.is_set():
+                        return
+                    body = {"content": f"kill drill {w}-{n}"}
+                    try:
+                        async with session.post(f"{node.url}/judge", json=body) as resp:
+                            answers.append((resp.status, body["content"], await resp.json()))
+                    except aiohttp.ClientError:
+                        answers.append((0, body["content"], {}))
+                    if answers[-1][0] != 200:
+                        await asyncio.sleep(0.05)
+
+            workers = [asyncio.create_task(worker(w)) for w in range(16)]
+            loop = asyncio.get_running_loop()
+            while len(answers) < 100:
+                await asyncio.sleep(0.01)
+            surreal.kill()
+            await loop.run_in_executor(
+                None,
+                wait_until,
+                lambda: _metric(node.url, "cynic_storage_up") == 0,
+                10,
+                "cynic_storage_up 0",
+            )
+            seen_down = True
+            await loop.run_in_executor(None, surreal.start)  # same port, same data
+            ok_before = sum(1 for a in answers if a[0] == 200)
+            while sum(1 for a in answers if a[0] == 200) < ok_before + 100:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.gather(*workers)
+
+    asyncio.run(load())
+    assert seen_down
+    assert node.proc.poll() is None
+    # Every cell answered otherwise than 200 is asked again: it must now be 200.
+    failed = [content for status, content, _ in answers if status != 200]
+    retried = asyncio.run(post_all([(node.url, {"content": c}) for c in failed]))
+    assert [r[0] for r in retried] == [200] * len(failed)
+    wait_until(lambda: _metric(node.url, "cynic_journal_owed") == 0, 10, "owed lines written")
+
+    ok = [a[2]["judgment_id"] for a in answers if a[0] == 200] + [
+        r[2]["judgment_id"] for r in retried
+    ]
+    rows = asyncio.run(root_query(surreal, "SELECT judgment_id, instance_id FROM judgment"))
+    stored = {r["judgment_id"] for r in rows}
+    assert set(ok) <= stored  # no answered-200 judgment missing
+    journal = read_journal(home)  # every line parses
+    ids = [line["judgment_id"] for line in journal]
+    assert len(ids) == len(set(ids))  # one line per judgment
+    assert set(ids) == {r["judgment_id"] for r in rows if r["instance_id"] == "killed"}
+    lost = _metric(node.url, "cynic_storage_lost_writes_total")
+    recovered = _metric(node.url, "cynic_storage_lost_writes_recovered_total")
+    print(
+        f"answers {len(answers)}, not 200: {len(failed)}, lost writes {lost}, recovered {recovered}"
+    )
+    assert recovered == lost  # SurrealDB came back within the store timeout: all found out

@@ -114,3 +114,133 @@ def test_check_reports_a_file_size_limit(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 3]
+
+
+def _child(code: str, path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_short_write_never_glues_onto_the_next_line(tmp_path: Path) -> None:
+    # A file-size limit that lets half of a line through: write(2) takes part of it. The part
+    # must not stay at the end of the file, where the next line would glue onto it.
+    path = tmp_path / "judgments.jsonl"
+    _child(
+        """
+        import os, resource, sys
+        from pathlib import Path
+        from cynic_node.journal import Journal
+        j = Journal(Path(sys.argv[1]))
+        j.open()
+        assert j.append({"n": 1})
+        size = os.path.getsize(sys.argv[1])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, resource.RLIM_INFINITY))
+        assert j.append({"n": 2, "pad": "x" * 100}) is False, "a short write is a failure"
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        assert j.append({"n": 3})
+        """,
+        path,
+    )
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 3]
+
+
+def test_a_torn_tail_left_by_another_writer_is_cut_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "judgments.jsonl"
+    path.write_bytes(b'{"n": 1}\n{"n": 2, "torn')  # a writer killed mid-line, say
+    journal = Journal(path)
+    journal.open()
+    assert journal.append({"n": 3})
+    journal.close()
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 3]
+    assert journal.torn_tails_cut_total == 1
+
+
+def _rotating_writer(path: str, writer: int, go: Any, done: Any) -> None:
+    journal = Journal(Path(path))
+    journal.open()
+    for phase in range(3):
+        go[phase].wait(30)
+        for i in range(300):
+            assert journal.append({"writer": writer, "phase": phase, "i": i})
+        done[phase].release()
+    journal.close()
+
+
+def test_rotation_by_rename_loses_and_splits_no_line(tmp_path: Path) -> None:
+    # logrotate's way (rename, nocopytruncate, delaycompress): writers that keep their
+    # descriptor open must move to the new file by themselves, and a rename in the middle of
+    # concurrent appends must neither lose nor split a line.
+    path = tmp_path / "judgments.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    go = [ctx.Event() for _ in range(3)]
+    done = [ctx.Semaphore(0) for _ in range(3)]
+    procs = [
+        ctx.Process(target=_rotating_writer, args=(str(path), w, go, done)) for w in range(WRITERS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        go[0].set()
+        for _ in procs:
+            assert done[0].acquire(timeout=30)
+        path.rename(tmp_path / "judgments.jsonl.1")  # between phases
+        go[1].set()
+        for _ in procs:
+            assert done[1].acquire(timeout=30)
+        go[2].set()
+        path.rename(tmp_path / "judgments.jsonl.2")  # during phase 2's appends
+        for _ in procs:
+            assert done[2].acquire(timeout=30)
+    finally:
+        for p in procs:
+            p.join(30)
+    assert all(p.exitcode == 0 for p in procs)
+
+    def entries(name: str) -> list[dict[str, Any]]:
+        file = tmp_path / name
+        return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+
+    first, second = entries("judgments.jsonl.1"), entries("judgments.jsonl.2")
+    current = entries("judgments.jsonl")
+    assert {e["phase"] for e in first} == {0}
+    assert {e["phase"] for e in second} >= {1}  # phase 1 went to the file renamed after it
+    assert {e["phase"] for e in current} == {2}  # after the rename, writers moved on
+    keys = [(e["writer"], e["phase"], e["i"]) for e in first + second + current]
+    assert len(keys) == len(set(keys)) == WRITERS * 3 * 300
+
+
+def test_an_owed_line_is_written_exactly_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "judgments.jsonl"
+    journal = Journal(path)
+    journal.open()
+    real_write = Journal._write
+
+    def enospc(self: Journal, fd: int, line: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Journal, "_write", enospc)
+    assert journal.append_judgment({"judgment_id": "j1", "n": 1}) is False
+    assert journal.owes("j1")
+    assert journal.settle("j1") is False  # still failing: still owed
+    assert journal.append_judgment({"judgment_id": "j1", "n": 1}) is False
+    assert journal.owed_count == 1
+
+    monkeypatch.setattr(Journal, "_write", real_write)
+    assert journal.append_judgment({"judgment_id": "j2", "n": 2})  # owed lines go first
+    assert not journal.owes("j1")
+    assert journal.settle("j1")  # nothing owed any more: writes nothing
+    assert journal.append_judgment({"judgment_id": "j1", "n": 1})  # a second try: no 2nd line
+    assert journal.flush_owed() == 0
+    journal.close()
+    assert [json.loads(line)["judgment_id"] for line in path.read_text().splitlines()] == [
+        "j1",
+        "j2",
+    ]

@@ -235,3 +235,84 @@ def test_only_our_judgment_id_makes_a_record_ours(
     (first, created_first), (second, created_second) = asyncio.run(scenario())
     assert (first["judgment_id"], created_first) == ("first-1", False)
     assert (second["judgment_id"], created_second) == ("second-2", True)
+
+
+def test_a_lost_connection_is_known_lost_and_its_writes_recovered(
+    tmp_path: Path, surreal: Any
+) -> None:
+    # SurrealDB killed (SIGKILL) with writes in flight (few: each may be a query of its own, and
+    # a held query holds one of the batcher's eight senders), through a relay that decides what they
+    # lost: group A reached the server and committed but their answers never came back; group
+    # B never reached it. The store must see the loss at once (cynic_storage_up is
+    # store.connected), then, once SurrealDB is back on the same data, answer A as created
+    # (their records carry our judgment ids) and write B: no write answered as a failure.
+    from nodetest_helpers import HoldingProxy, root_query, wait_until
+
+    async def scenario() -> dict[str, Any]:
+        proxy = HoldingProxy(surreal.port)
+        await proxy.start()
+        s = Settings(
+            instance_id="s",
+            cynic_home=tmp_path,
+            surreal_url=f"ws://127.0.0.1:{proxy.port}/rpc",
+            surreal_user="root",
+            surreal_pass="cynic-test-pass",
+            store_timeout_s=30.0,  # time enough for the stand-in to start again
+        )
+        store = JudgmentStore(s)
+        await store.start()
+        try:
+            assert (await store.create_or_get("warm", record(0, "w")))[1]
+            assert store.connected
+            loop = asyncio.get_running_loop()
+
+            async def until(check: Any, what: str) -> None:
+                await loop.run_in_executor(None, wait_until, check, 20, what)
+
+            proxy.hold_answers = True
+            group_a = [
+                asyncio.create_task(store.create_or_get(f"a{n}", record(n, "a"))) for n in range(4)
+            ]
+
+            def committed() -> bool:
+                rows = asyncio.run(root_query(surreal, "SELECT VALUE judgment_id FROM judgment"))
+                return len([j for j in rows if j.startswith("a-")]) == 4
+
+            await until(committed, "group A committed")
+            proxy.hold_requests = True
+            group_b = [
+                asyncio.create_task(store.create_or_get(f"b{n}", record(n, "b"))) for n in range(3)
+            ]
+            await until(lambda: store.write_counts[1] == 8 and proxy.dropped_requests > 0, "B sent")
+            await asyncio.sleep(0.05)  # let every B query leave the node
+            surreal.kill()
+            await until(lambda: not store.connected, "the node to see the connection lost")
+            seen_down = not store.connected
+            assert not any(t.done() for t in group_a + group_b)  # waiting, not failed
+            proxy.hold_answers = proxy.hold_requests = False
+            await loop.run_in_executor(None, surreal.start)
+            results = await asyncio.gather(*group_a, *group_b, return_exceptions=True)
+            after = await store.create_or_get("after", record(99, "z"))
+            stored = await root_query(surreal, "SELECT id, judgment_id FROM judgment")
+            return {
+                "seen_down": seen_down,
+                "results": results,
+                "after": after,
+                "stored": {r["id"].id: r["judgment_id"] for r in stored},
+                "recovered": store.outcomes_recovered_total,
+            }
+        finally:
+            await store.close()
+            await proxy.close()
+
+    out = asyncio.run(scenario())
+    assert out["seen_down"]
+    failures = [r for r in out["results"] if isinstance(r, BaseException)]
+    assert failures == []
+    cells = [f"a{n}" for n in range(4)] + [f"b{n}" for n in range(3)]
+    for (rec, created), cell in zip(out["results"], cells, strict=True):
+        assert created, rec
+        assert rec["judgment_id"] == f"{cell[0]}-{cell[1:]}"
+        assert out["stored"][cell] == rec["judgment_id"]  # answered = stored
+    assert out["after"][1]
+    assert out["recovered"] == 7

@@ -1,16 +1,32 @@
 """$CYNIC_HOME/judgments.jsonl: one line per judgment, written by the instance that created it.
 
 Several node processes (instances, uvicorn workers) append to the same file. Each line goes
-out in a single write(2) on a descriptor opened with O_APPEND, so the kernel places it at the
-end of the file in one piece: lines never interleave. Lines are kept short (no content, only
-the judgment's figures, well under PIPE_BUF); a line that would still be longer is written
-under flock(2), which every writer of this module honours.
+out in a single write(2) on a descriptor opened with O_APPEND, under flock(2), which every
+writer of this module takes: lines never interleave, and whoever holds the lock sees the end of
+the file as the last writer left it.
+
+No torn line ever glues onto the next. A short write (full disk, file-size limit) is cut off
+again at once (ftruncate to where the line began, still under the lock); and before each line
+the writer looks at the file's last byte: a tail without its "\n" (a writer killed between its
+write and its cut, a crash, another program) is truncated back to the last complete line, and
+logged. A line is a line only with its "\n": the fragment was never a written line.
+
+Rotation (logrotate: rename, then `delaycompress`): before each line the writer compares the
+path's inode with its descriptor's, and opens the path again (O_CREAT) when it was renamed or
+removed. A line written between the rename and that check lands whole at the end of the renamed
+file, which `delaycompress` leaves alone until the next rotation: no line is lost or split, and
+no signal is needed (one stat(2) per line).
 
 A failed append (EFBIG, ENOSPC, EACCES, EROFS, EPERM, a short write) closes the descriptor, so
 the file is opened again on the next append: a permission change or a fixed directory takes
 effect without a restart. The failure is kept in `last_error` until a line is written again
-(or `check()` finds the fault gone); the service answers 503 for a judgment whose line could not
-be written, and /health reports the journal unwritable.
+(or `check()` finds the fault gone); /health reports the journal unwritable.
+
+Judgments whose line could not be written are owed (`append_judgment`): their line is kept in
+memory, by judgment_id, and written exactly once, when `settle()` (a retry of that judgment,
+answered reused) or `flush_owed()` (the service's background retry, or `close()`) can write it.
+A line is removed from what is owed in the same locked step that wrote it, so it is never
+written twice by this process; only the process that created a judgment owes its line.
 """
 
 from __future__ import annotations
@@ -37,14 +53,32 @@ class JournalUnavailable(Exception):
     """A judgment's line could not be appended to judgments.jsonl."""
 
 
+class _ShortWrite(Exception):
+    """write(2) took part of a line (the part was cut off again)."""
+
+
+# Owed lines kept at most (about 600 bytes each); beyond, the oldest are given up (logged).
+MAX_OWED = 100_000
+_TAIL_CHUNK = 64 * 1024
+
+
 class Journal:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_owed: int = MAX_OWED) -> None:
         self.path = path
         self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of _fd's file
         self._lock = threading.Lock()
         self.errors_total = 0
         # Why the last append failed (strerror), None while appends succeed.
         self.last_error: str | None = None
+        # judgment_id -> its line, for judgments created here whose line is not written yet.
+        self._owed: dict[str, bytes] = {}
+        # judgment_ids once owed and written since (insertion-ordered, bounded like _owed): a
+        # second append_judgment of one of them writes nothing.
+        self._settled: dict[str, None] = {}
+        self._max_owed = max_owed
+        self.owed_given_up_total = 0
+        self.torn_tails_cut_total = 0
 
     def open(self) -> None:
         with self._lock:
@@ -53,11 +87,14 @@ class Journal:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            # O_RDWR: the tail check reads the last byte back.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+            st = os.fstat(self._fd)
+            self._inode = (st.st_dev, st.st_ino)
         except OSError as exc:
             # The node still runs; the write path retries the open and counts the error.
             log.error("cannot open %s: %s", self.path, exc)
-            self._fd = None
+            self._drop()
             self.last_error = exc.strerror or str(exc)
 
     def _drop(self) -> None:
@@ -65,9 +102,23 @@ class Journal:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+            self._inode = None
+
+    def _rotated(self) -> bool:
+        """The path no longer names our descriptor's file (renamed or removed by logrotate)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._inode
 
     def close(self) -> None:
+        """Write what is owed if the file takes it, then close; what is still owed is logged
+        in full (one ERROR line each): an operator can append those lines by hand."""
         with self._lock:
+            self._flush_locked()
+            for line in self._owed.values():
+                log.error("judgment never journaled: %s", line.decode().rstrip("\n"))
             self._drop()
 
     def append(self, entry: dict[str, Any]) -> bool:
@@ -79,40 +130,129 @@ class Journal:
         """
         line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)  # compact, UTF-8
         with self._lock:
-            for _ in range(2):
-                fresh = self._fd is None
-                if fresh:
-                    self._open()
-                if self._fd is None:
-                    break
-                try:
-                    written = self._write(self._fd, line)
-                except OSError as exc:
-                    log.error("cannot append to %s: %s", self.path, exc)
-                    self.last_error = exc.strerror or str(exc)
-                    self._drop()
-                    if fresh:
-                        break
-                    continue  # nothing was written: retry once on a new descriptor
-                if written != len(line):  # only on a full disk or a size limit: the line is torn
-                    log.error("short write to %s (%d of %d bytes)", self.path, written, len(line))
-                    self.last_error = f"short write ({written} of {len(line)} bytes)"
-                    self._drop()
-                    break
-                self.last_error = None
+            return self._append_locked(line)
+
+    def append_judgment(self, entry: dict[str, Any]) -> bool:
+        """append(entry) for a judgment this process created; a line that could not be written
+        is owed (kept by entry["judgment_id"]) and written by settle() or flush_owed()."""
+        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        jid = str(entry["judgment_id"])
+        with self._lock:
+            if jid in self._owed or jid in self._settled:  # never two lines for one judgment
+                return self._settle_locked(jid)
+            if self._owed:
+                self._flush_locked()  # older lines first, while the file takes them
+            if self._append_locked(line):
                 return True
-            self.errors_total += 1
+            self._owed[jid] = line
+            while len(self._owed) > self._max_owed:
+                lost = next(iter(self._owed))
+                log.error("judgment never journaled (too many owed): %s", self._owed.pop(lost))
+                self.owed_given_up_total += 1
             return False
 
-    @staticmethod
-    def _write(fd: int, line: bytes) -> int:
-        if len(line) < PIPE_BUF:
-            return os.write(fd, line)
+    def owes(self, judgment_id: str) -> bool:
+        return judgment_id in self._owed
+
+    @property
+    def owed_count(self) -> int:
+        return len(self._owed)
+
+    def settle(self, judgment_id: str) -> bool:
+        """True when judgment_id owes no line (any more): nothing owed, or written now."""
+        with self._lock:
+            return self._settle_locked(judgment_id)
+
+    def _settle_locked(self, judgment_id: str) -> bool:
+        line = self._owed.get(judgment_id)
+        if line is None:
+            return True
+        if not self._append_locked(line):
+            return False
+        del self._owed[judgment_id]
+        self._settled[judgment_id] = None
+        while len(self._settled) > self._max_owed:
+            del self._settled[next(iter(self._settled))]
+        return True
+
+    def flush_owed(self) -> int:
+        """Write owed lines, oldest first, until one fails; how many are still owed."""
+        with self._lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        for jid in list(self._owed):
+            if not self._settle_locked(jid):
+                break
+        return len(self._owed)
+
+    def _append_locked(self, line: bytes) -> bool:
+        for _ in range(2):
+            fresh = self._fd is None or self._rotated()
+            if fresh:
+                self._drop()
+                self._open()
+            if self._fd is None:
+                break
+            try:
+                self._write(self._fd, line)
+            except _ShortWrite as exc:  # only on a full disk or a size limit; cut off again
+                log.error("short write to %s (%s)", self.path, exc)
+                self.last_error = f"short write ({exc})"
+                self._drop()
+                break
+            except OSError as exc:
+                log.error("cannot append to %s: %s", self.path, exc)
+                self.last_error = exc.strerror or str(exc)
+                self._drop()
+                if fresh:
+                    break
+                continue  # nothing was written: retry once on a new descriptor
+            self.last_error = None
+            return True
+        self.errors_total += 1
+        return False
+
+    def _write(self, fd: int, line: bytes) -> None:
+        """line at the end of the file, whole or not at all (raises OSError or _ShortWrite)."""
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            return os.write(fd, line)
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                end = self._cut_torn_tail(fd, end)
+            written = os.write(fd, line)
+            if written != len(line):
+                # Under the lock nobody wrote after us: the fragment is ours, at the end.
+                try:
+                    os.ftruncate(fd, end)
+                except OSError as exc:  # the next writer's tail check cuts it
+                    log.error("cannot cut a torn line off %s: %s", self.path, exc)
+                raise _ShortWrite(f"{written} of {len(line)} bytes")
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _cut_torn_tail(self, fd: int, end: int) -> int:
+        """Truncate the file back to its last complete line; the new end."""
+        pos = end
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - _TAIL_CHUNK)
+            chunk = os.pread(fd, pos - start, start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        fragment = os.pread(fd, min(end - keep, 200), keep)
+        os.ftruncate(fd, keep)
+        self.torn_tails_cut_total += 1
+        log.error(
+            "%s ended in a torn line (%d bytes, no newline), cut off: %r...",
+            self.path,
+            end - keep,
+            fragment,
+        )
+        return keep
 
     def check(self) -> str | None:
         """None when the journal is writable, else why not (for /health); writes nothing.

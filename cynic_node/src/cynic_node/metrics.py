@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Callable
 
 # Seconds. Dense below 50 ms, where the node's latency target lives.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,6 +36,10 @@ class Metrics:
         self.judgments_created = 0
         self.judgments_reused = 0
         self.llm_fallbacks = 0
+        # Set by the service: judgments that may lack their journal line yet, and the writes
+        # lost with a SurrealDB connection (all, and those whose outcome was then found out).
+        self.journal_owed: Callable[[], int] = lambda: 0
+        self.storage_outcomes: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests[(route, method, status)] += 1
@@ -50,6 +55,7 @@ class Metrics:
         write_counts: tuple[int, int],
     ) -> str:
         i = f'instance="{self.instance}"'
+        lost, recovered = self.storage_outcomes()
         out: list[str] = [
             "# HELP cynic_http_requests_total HTTP requests by route, method and status.",
             "# TYPE cynic_http_requests_total counter",
@@ -99,6 +105,18 @@ class Metrics:
             "# HELP cynic_storage_write_records_total Judgment records those queries carried.",
             "# TYPE cynic_storage_write_records_total counter",
             f"cynic_storage_write_records_total{{{i}}} {write_counts[1]}",
+            "# HELP cynic_journal_owed Judgments created here whose journal line is not written"
+            " yet (owed, or stored with an outcome not yet confirmed).",
+            "# TYPE cynic_journal_owed gauge",
+            f"cynic_journal_owed{{{i}}} {self.journal_owed()}",
+            "# HELP cynic_storage_lost_writes_total Judgment writes in flight when their"
+            " SurrealDB connection broke.",
+            "# TYPE cynic_storage_lost_writes_total counter",
+            f"cynic_storage_lost_writes_total{{{i}}} {lost}",
+            "# HELP cynic_storage_lost_writes_recovered_total Lost writes whose outcome was then"
+            " found out (written again, or found stored).",
+            "# TYPE cynic_storage_lost_writes_recovered_total counter",
+            f"cynic_storage_lost_writes_recovered_total{{{i}}} {recovered}",
             "# HELP cynic_storage_up 1 when SurrealDB is connected.",
             "# TYPE cynic_storage_up gauge",
             f"cynic_storage_up{{{i}}} {int(storage_up)}",

@@ -16,7 +16,16 @@ Two quirks of the SDK 2.0 shape the error handling:
   CancelledError although nobody cancelled the caller; that is a broken connection, not a
   cancellation (told apart with Task.cancelling()).
 - after a close it keeps the dead socket and never reconnects by itself; the connection has to
-  be replaced.
+  be replaced. Its receive task ends when the socket closes: that is how a slot knows its
+  connection is dead (`_dead`), before any call fails on it, and how a call that fails with
+  anything else (the SDK's own calls end in KeyError there: they delete their request id from
+  the table the receive task has just cleared) is recognised as a lost connection.
+
+A write whose connection broke while it was in flight may or may not have committed. The store
+then waits (up to store_timeout_s) for a connection and sends the same record again: INSERT
+IGNORE either makes it now or finds it, and the judgment_id in the stored record tells whether
+it is ours (created) or another's (reused). When no connection comes back in time the caller
+gets StoreOutcomeUnknown (a StoreUnavailable): the record may exist.
 """
 
 from __future__ import annotations
@@ -65,12 +74,34 @@ _T = TypeVar("_T")
 # After a failed connect, calls fail fast for this long instead of each trying to connect.
 _RETRY_GAP_S = 0.25
 _WATCHDOG_S = 1.0
+# A write lost with its connection: how often to look for a connection again while waiting,
+# and how many times the same record is sent in all.
+_RECONNECT_POLL_S = 0.1
+_WRITE_ATTEMPTS = 3
 # What a broken connection raises (ConnectionClosed is a WebSocketException).
 _CONNECTION_ERRORS = (OSError, WebSocketException, ConnectionUnavailableError)
 
 
 class StoreUnavailable(Exception):
     """SurrealDB cannot be reached or does not answer in time."""
+
+
+class StoreOutcomeUnknown(StoreUnavailable):
+    """A call was sent on a connection that broke (or never answered): it may have committed."""
+
+
+def _dead(db: Any) -> bool:
+    """True when db is a WebSocket connection whose socket has closed (its receive task ended)."""
+    if not isinstance(db, AsyncWsSurrealConnection):
+        return False  # embedded engines and HTTP have no socket to lose
+    task = db.recv_task
+    return task is None or task.done()
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """The SDK's calls (`_send`) end in KeyError when the socket closes under them: the receive
+    task cancels their future and clears the request table, then their `del qry[id]` fails."""
+    return isinstance(exc, KeyError) and isinstance(exc.__context__, asyncio.CancelledError)
 
 
 def _is_network_url(url: str) -> bool:
@@ -137,7 +168,9 @@ class _LeanWsConnection(AsyncWsSurrealConnection):
             await self.socket.send(encode_query(request_id, query, params))
             return await answer
         finally:
-            del self.qry[request_id]
+            # pop, not del: when the socket closes, the receive task has cleared the table
+            # already, and the CancelledError (a lost connection) must surface, not a KeyError.
+            self.qry.pop(request_id, None)
 
 
 def _open(url: str) -> Any:
@@ -168,12 +201,18 @@ class _Slot:
 
     @property
     def ready(self) -> bool:
-        return self.db is not None
+        """A connection is held and its socket is open (a closed one is known at once, from the
+        SDK's receive task, without waiting for a call to fail on it)."""
+        return self.db is not None and not _dead(self.db)
 
     async def get(self) -> Any:
+        if self.db is not None and _dead(self.db):
+            self.drop(self.db)
         if self.db is not None:
             return self.db
         async with self._lock:
+            if self.db is not None and _dead(self.db):
+                self.drop(self.db)
             if self.db is not None:
                 return self.db
             if time.monotonic() - self._failed_at < _RETRY_GAP_S:
@@ -461,6 +500,10 @@ class JudgmentStore:
         self._table_ready = False
         self._batcher = _WriteBatcher(self, in_flight=_IN_FLIGHT_PER_CONNECTION * size)
         self.errors_total = 0
+        # Writes that went out on a connection that broke, and those whose outcome the store
+        # then found out (created or found, by the judgment_id of the stored record).
+        self.outcomes_unknown_total = 0
+        self.outcomes_recovered_total = 0
 
     @property
     def write_counts(self) -> tuple[int, int]:
@@ -526,17 +569,25 @@ class JudgmentStore:
         op: Callable[[Any], Awaitable[_T]],
         retry: bool = True,
         timeout_s: float | None = None,
+        _sent: bool = False,
     ) -> _T:
         """Run op on a pooled connection; connection failures become StoreUnavailable.
 
         ServerError (the database answered with an error) passes through to the caller.
         A call on a connection that turns out to be dead is retried once on a fresh one.
+        When op was sent on a connection that broke or did not answer in time (the first time
+        or the retry), the failure is StoreOutcomeUnknown: op may have taken effect.
         """
         slot = next(self._next)
         if not slot.ready:
             # Prefer a live connection over reconnecting this one in the request path.
             slot = next((s for s in self._slots if s.ready), slot)
-        db = await slot.get()
+        try:
+            db = await slot.get()
+        except StoreUnavailable as exc:
+            if _sent:
+                raise StoreOutcomeUnknown(f"{exc} (after a lost connection)") from exc
+            raise
         try:
             async with asyncio.timeout(timeout_s or self._settings.store_timeout_s):
                 return await op(db)
@@ -550,23 +601,40 @@ class JudgmentStore:
         except TimeoutError as exc:
             self.errors_total += 1
             slot.drop(db)
-            raise StoreUnavailable("SurrealDB did not answer in time") from exc
+            raise StoreOutcomeUnknown("SurrealDB did not answer in time") from exc
         except asyncio.CancelledError:
             _reraise_if_cancelled()
             failure: BaseException = ConnectionError("call cancelled by the SDK: socket closed")
         except _CONNECTION_ERRORS as exc:
             failure = exc
         except Exception as exc:
-            # The SDK or the engine refused this call (a value it cannot encode, say): the
-            # connection is fine, this judgment cannot be stored.
-            self.errors_total += 1
-            log.error("SurrealDB call failed: %r", exc)
-            raise StoreUnavailable(f"SurrealDB call failed: {exc!r}") from exc
+            if not (_lost_connection(exc) or _dead(db)):
+                # The SDK or the engine refused this call (a value it cannot encode, say): the
+                # connection is fine, this judgment cannot be stored.
+                self.errors_total += 1
+                log.error("SurrealDB call failed: %r", exc)
+                raise StoreUnavailable(f"SurrealDB call failed: {exc!r}") from exc
+            failure = exc  # whatever the SDK raised, its socket is gone: a lost connection
         self.errors_total += 1
         slot.drop(db)
         if retry:
-            return await self.call(op, retry=False, timeout_s=timeout_s)
-        raise StoreUnavailable(f"SurrealDB connection failed: {failure!r}")
+            return await self.call(op, retry=False, timeout_s=timeout_s, _sent=True)
+        raise StoreOutcomeUnknown(f"SurrealDB connection failed: {failure!r}")
+
+    async def wait_connected(self, deadline: float) -> bool:
+        """Connect a slot if none is live, retrying until deadline (loop time); True if one is."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if any(slot.ready for slot in self._slots):
+                return True
+            try:
+                await self._slots[0].get()
+                return True
+            except StoreUnavailable:
+                pass
+            if loop.time() + _RECONNECT_POLL_S > deadline:
+                return False
+            await asyncio.sleep(_RECONNECT_POLL_S)
 
     async def ping(self) -> bool:
         # Short: a load balancer's health check gives up after a few seconds.
@@ -586,18 +654,45 @@ class JudgmentStore:
     ) -> tuple[dict[str, Any], bool]:
         """Store record as judgment:<cell_id> unless one exists; (stored record, created?).
 
-        created is True only for the call whose write made the record.
+        created is True only for the call whose write made the record. A write lost with its
+        connection is sent again, the same record, once a connection is back (within
+        store_timeout_s): it then makes the record or finds it, ours (created) or another's.
+        Raises StoreOutcomeUnknown when that could not be found out: the record may exist.
         """
+        rid = RecordID(TABLE, cell_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.store_timeout_s
         refusal: ServerError | None = None
+        unknown: StoreOutcomeUnknown | None = None
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                if await self._batcher.write(rid, record):
+                    if unknown is not None:
+                        self.outcomes_recovered_total += 1
+                        log.info("lost write of %s recovered: written again", rid)
+                    return dict(record), True
+                break
+            except ServerError as exc:
+                # From the one-CREATE-per-record fallback: normally "already exists"
+                # (AlreadyExistsError from a server, InternalError from the embedded engine: the
+                # kinds differ, so the record itself is the judge).
+                refusal = exc
+                break
+            except StoreOutcomeUnknown as exc:
+                unknown = exc
+                self.outcomes_unknown_total += 1
+                if loop.time() >= deadline or not await self.wait_connected(deadline):
+                    raise
+                log.warning("write of %s lost with its connection; sending it again", rid)
+        else:
+            assert unknown is not None
+            raise unknown
         try:
-            if await self._batcher.write(RecordID(TABLE, cell_id), record):
-                return dict(record), True
-        except ServerError as exc:
-            # From the one-CREATE-per-record fallback: normally "already exists"
-            # (AlreadyExistsError from a server, InternalError from the embedded engine: the
-            # kinds differ, so the record itself is the judge).
-            refusal = exc
-        existing = await self.get(cell_id)
+            existing = await self.get(cell_id)
+        except StoreUnavailable as exc:
+            if unknown is not None and not isinstance(exc, StoreOutcomeUnknown):
+                raise StoreOutcomeUnknown(str(exc)) from exc
+            raise
         if existing is None:
             self.errors_total += 1
             raise StoreUnavailable(
@@ -605,7 +700,22 @@ class JudgmentStore:
             ) from refusal
         # A retried write whose first attempt had landed finds its own record.
         mine = existing.get("judgment_id") == record.get("judgment_id")
+        if unknown is not None:
+            self.outcomes_recovered_total += 1
+            log.info("lost write of %s recovered: %s", rid, "ours" if mine else "another's")
         return existing, mine
+
+    async def judgment_ids(self, cell_ids: list[str]) -> dict[str, str]:
+        """{cell_id: judgment_id} of the stored records among cell_ids (one query)."""
+        ids = [RecordID(TABLE, cid) for cid in cell_ids]
+        query = "SELECT id, judgment_id FROM $ids"
+        rows = await self.call(lambda db: db.query(query, {"ids": ids}))
+        out: dict[str, str] = {}
+        for row in rows if isinstance(rows, list) else ():
+            rid = row.get("id") if isinstance(row, dict) else None
+            if isinstance(rid, RecordID):
+                out[str(rid.id)] = str(row.get("judgment_id", ""))
+        return out
 
 
 def _one(result: Any) -> dict[str, Any] | None:

@@ -11,12 +11,14 @@ import asyncio
 import copy
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TEMPLATE = os.path.join(REPO_ROOT, 'playbooks', 'templates', 'stress-checklist.json.j2')
+AUDIT = os.path.join(REPO_ROOT, 'playbooks', 'files', 'journal_audit.py')
 PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
@@ -59,7 +61,9 @@ CLEAN = {
     '__stress_ref': {'before': {'status': 200, 'json': {'judgment_id': 'j-ref', 'q_score': 61.8}},
                      'after': {'status': 200, 'json': {'judgment_id': 'j-ref', 'q_score': 61.8}}},
     '__stress_journals': {'app1': {'path': '/var/lib/cynic/judgments.jsonl', 'present': True,
-                                   'lines_before': 0, 'lines_after': 1661}},
+                                   'lines_before': 0, 'lines_after': 1661, 'audit_passed': True,
+                                   'audit': {'lines': 1661, 'unparseable': 0, 'without_judgment_id': 0,
+                                             'duplicate_ids': 0, 'torn_tail': False, 'examples': []}}},
 }
 
 
@@ -197,3 +201,25 @@ def test_the_report_shows_both_latency_sets_and_the_dropped(tmp_path, run_playbo
     assert '| 2xx answers | share of the 2xx answers | minimum | error answers (not in the share) |' in text
     assert '| p50 ms, 2xx | p99 ms, 2xx |' in text
     assert 'over all %d requests (%d never sent, counted at the 0.5 s timeout' % (run['planned'], run['dropped']) in text
+
+
+def test_a_journal_whose_lines_do_not_all_parse_fails_the_logs_item(checklist):
+    torn = {'app1': {**CLEAN['__stress_journals']['app1'], 'audit_passed': False,
+                     'audit': {'lines': 1661, 'unparseable': 1, 'without_judgment_id': 0, 'duplicate_ids': 2,
+                               'torn_tail': True, 'examples': [{'line': 7, 'problem': 'unparseable', 'text': '{"ju'}]}}}
+    passed, line = checklist(__stress_journals=torn)['logs_in_cynic_home']
+    assert passed is False
+    assert '1 unparseable' in line and '2 duplicate ids' in line and 'torn last line' in line, line
+
+
+def test_the_journal_audit_parses_every_line(tmp_path):
+    journal = tmp_path / 'judgments.jsonl'
+    journal.write_bytes(b'{"judgment_id": "a"}\n{"judgment_id": "b"}\nnot json\n{"q": 1}\n'
+                        b'{"judgment_id": "a"}\n{"judgment_id": "c"')
+    done = subprocess.run([sys.executable, str(AUDIT), str(journal)], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    assert {k: result[k] for k in ('lines', 'unparseable', 'without_judgment_id', 'duplicate_ids', 'torn_tail')} == {
+        'lines': 6, 'unparseable': 2, 'without_judgment_id': 1, 'duplicate_ids': 1, 'torn_tail': True}
+    assert [e['line'] for e in result['examples']] == [3, 4, 5, 6]
+    missing = subprocess.run([sys.executable, str(AUDIT), str(tmp_path / 'none')], capture_output=True, text=True)
+    assert missing.returncode == 1 and 'error' in json.loads(missing.stdout)
