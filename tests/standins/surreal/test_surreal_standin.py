@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import signal
@@ -294,6 +296,40 @@ def test_restart_keeps_data_and_root_user(tmp_path: Path) -> None:
     for srv in (first, second):
         assert "TEST STAND-IN" in srv.output()
         assert PASSWORD not in srv.output() and "another-password" not in srv.output()
+
+
+def load_script() -> Any:
+    """The stand-in script as a module (it has no .py suffix), for its pure functions."""
+    loader = importlib.machinery.SourceFileLoader("surreal_standin", str(SURREAL))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("path", "sync_data", "url"),
+    [
+        ("surrealkv:///d/data", None, "surrealkv:///d/data?sync=never"),
+        ("surrealkv:///d/data", "false", "surrealkv:///d/data?sync=never"),
+        ("surrealkv:///d/data", "true", "surrealkv:///d/data?sync=every"),
+        ("rocksdb:///d/data", "1", "surrealkv:///d/data?sync=every"),
+        ("surrealkv:///d/data?versioned=true", None, "surrealkv:///d/data?versioned=true&sync=never"),
+        ("surrealkv:///d/data?sync=5s", "true", "surrealkv:///d/data?sync=5s"),
+        ("memory", "true", "mem://"),
+    ],
+)
+def test_disk_sync_follows_surreal_sync_data(
+    monkeypatch: pytest.MonkeyPatch, path: str, sync_data: str | None, url: str
+) -> None:
+    """As `surreal start` 2.x: no fsync per commit unless SURREAL_SYNC_DATA is true. The
+    engine's own default (fsync at every commit) put every disk stall on every write."""
+    if sync_data is None:
+        monkeypatch.delenv("SURREAL_SYNC_DATA", raising=False)
+    else:
+        monkeypatch.setenv("SURREAL_SYNC_DATA", sync_data)
+    assert load_script().engine_url(path) == url
 
 
 def test_reexecs_with_cynic_standin_python(tmp_path: Path) -> None:
