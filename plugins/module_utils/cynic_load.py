@@ -703,6 +703,7 @@ class _Run(object):
             bucket['p99_ok_ms'] = _ms(percentile(lat_ok, 99.0))
             timeline.append(bucket)
 
+        worst, median_p99 = worst_second(timeline)
         ids = sorted(self.judgment_ids)
         digest = hashlib.sha256('\n'.join(ids).encode('utf-8')).hexdigest()
         facts = _base_facts(cfg)
@@ -749,10 +750,27 @@ class _Run(object):
             'judgment_ids_count': len(ids),
             'judgment_ids_sha256': digest,
             'timeline': timeline,
+            'worst_second': worst,
+            'median_second_p99_ms': median_p99,
         })
         if cfg.return_judgment_ids:
             facts['judgment_ids'] = ids
         return facts
+
+
+def worst_second(timeline):
+    """(the second with the highest p99, the median of the per-second p99s) of a timeline.
+
+    Beside the whole-run figures they tell a stall from overload: one bad second with a normal
+    median is a stall (a pause somewhere), a high median is a service that cannot keep up.
+    Seconds without samples are left out; (None, None) when no second has one.
+    """
+    measured = [s for s in timeline if s.get('p99_ms') is not None]
+    if not measured:
+        return None, None
+    worst = max(measured, key=lambda s: s['p99_ms'])
+    p99s = sorted(s['p99_ms'] for s in measured)
+    return dict(worst), p99s[(len(p99s) - 1) // 2]
 
 
 def _loop_name():
@@ -940,6 +958,10 @@ def format_summary(facts):
     if at_timeout:
         lines.append('    all counts %d request(s) never sent (dropped at the in-flight cap, or not started) '
                      'as if they had timed out: %g s.' % (at_timeout, facts['timeout_s']))
+    worst = facts.get('worst_second')
+    if worst:
+        row('worst second', 'second %d: p50 %s ms, p99 %s ms, %d sent (median second p99 %s ms)'
+            % (worst['second'], worst['p50_ms'], worst['p99_ms'], worst['sent'], facts['median_second_p99_ms']))
     lag = facts['scheduler_lag_ms']
     row('scheduler lag (ms)', 'p50 %s, p99 %s, max %s' % (lag['p50'], lag['p99'], lag['max']))
     row('generator saturated', 'YES: ' + '; '.join(facts['saturation_reasons'])

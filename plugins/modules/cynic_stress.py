@@ -505,6 +505,17 @@ ansible_facts:
           type: list
           elements: dict
           returned: when not in check mode
+        worst_second:
+          description:
+            - The entry of RV(ansible_facts.cynic_stress.timeline) with the highest C(p99_ms), to read beside the
+              whole-run figures (one bad second with a normal median is a stall, not overload). Null when no second
+              has a sample.
+          type: dict
+          returned: when not in check mode
+        median_second_p99_ms:
+          description: Median of the per-second C(p99_ms) of the timeline; null when no second has a sample.
+          type: float
+          returned: when not in check mode
         event_loop:
           description: C(uvloop) or C(asyncio).
           type: str

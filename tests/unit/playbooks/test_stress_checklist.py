@@ -200,6 +200,7 @@ def test_the_report_shows_both_latency_sets_and_the_dropped(tmp_path, run_playbo
     assert '(%d never sent,\ncounted at the 0.5 s timeout)' % run['dropped'] in text
     assert '| 2xx answers | share of the 2xx answers | minimum | error answers (not in the share) |' in text
     assert '| p50 ms, 2xx | p99 ms, 2xx |' in text
+    assert '**Worst second**: second %d, p50' % run['worst_second']['second'] in text
     assert 'over all %d requests (%d never sent, counted at the 0.5 s timeout' % (run['planned'], run['dropped']) in text
 
 

@@ -558,3 +558,21 @@ def test_summary_renders(http_server):
     assert 'intended' in text and 'FAILED thresholds' in text and 'a: ' in text
     assert '2xx, intended' in text and 'all, actual' in text and 'never sent' not in text
     assert 'planned requests' in cl.format_summary(cl.plan(cl.LoadConfig(server.url)))
+
+
+def test_the_worst_second_stands_beside_the_median_second():
+    timeline = [{'second': i, 'sent': 150, 'p50_ms': 3.0, 'p99_ms': p99} for i, p99 in enumerate([8.0, 9.5, 240.0, 7.0])]
+    timeline.append({'second': 4, 'sent': 0, 'p50_ms': None, 'p99_ms': None})  # no sample: left out
+    worst, median = cl.worst_second(timeline)
+    assert worst == timeline[2] and worst is not timeline[2]
+    assert median == 8.0
+    assert cl.worst_second([{'second': 0, 'p99_ms': None}]) == (None, None)
+
+
+def test_a_run_reports_its_worst_second(http_server):
+    server = http_server([('POST', '/judge', judge(instances=('a',)))])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=40, duration=2.0))
+    worst = facts['worst_second']
+    assert worst['p99_ms'] == max(s['p99_ms'] for s in facts['timeline'] if s['p99_ms'] is not None)
+    assert facts['median_second_p99_ms'] <= worst['p99_ms']
+    assert 'worst second' in cl.format_summary(facts)
