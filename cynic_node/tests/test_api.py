@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
 
 from cynic_node.api import create_app
 from cynic_node.config import Settings
+from cynic_node.events import EventHub
 from cynic_node.journal import Journal
 from nodetest_helpers import read_journal
 
@@ -185,8 +188,77 @@ def test_websocket_stream(client: TestClient) -> None:
         client.post("/judge", json={"content": "streamed"})
         client.post("/judge", json={"content": "streamed 2"})
         assert ws.receive_json()["payload"]["reused"] is False
+
+
+def test_websocket_drops_what_the_protocol_does_not_define(client: TestClient) -> None:
+    with client.websocket_connect("/ws/stream") as ws:
+        assert ws.receive_json()["type"] == "connected"
+        # None of these gets an answer (the server must not write for every frame it is sent):
+        # the first message after them is the pong of the ping that follows them.
         ws.send_text("garbage")
-        assert ws.receive_json()["type"] == "error"
+        ws.send_text('{"type": "subscribe", "ping": 1}')
+        ws.send_text('"ping"')
+        ws.send_json({"type": "pong"})
+        ws.send_text("[" * 1500 + "]" * 1500 + "ping")
+        ws.send_bytes(b"\xff\xfe ping")
+        ws.send_bytes(b'{"type": "ping"}')  # a ping in a binary frame is still a ping
+        assert ws.receive_json()["type"] == "pong"
+        ws.send_json({"type": "ping", "id": 7})
+        assert ws.receive_json()["type"] == "pong"
+
+
+def test_websocket_message_over_the_limit_closes_1009(tmp_path: Path) -> None:
+    settings = Settings(
+        instance_id="w",
+        cynic_home=tmp_path,
+        surreal_url="mem://",
+        ollama_url="http://127.0.0.1:1",
+        ws_max_message_bytes=64,
+    )
+    with TestClient(create_app(settings)) as c, c.websocket_connect("/ws/stream") as ws:
+        assert ws.receive_json()["type"] == "connected"
+        ws.send_text('{"type": "ping"}' + " " * 48)  # 64: at the limit, still a ping
+        assert ws.receive_json()["type"] == "pong"
+        ws.send_text('{"type": "ping"}' + " " * 49)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1009
+
+
+def test_websocket_clients_are_capped_per_instance(tmp_path: Path) -> None:
+    settings = Settings(
+        instance_id="cap",
+        cynic_home=tmp_path,
+        surreal_url="mem://",
+        ollama_url="http://127.0.0.1:1",
+        ws_max_clients=2,
+        retry_after_s=7,
+    )
+    with TestClient(create_app(settings)) as c:
+        with c.websocket_connect("/ws/stream") as a, c.websocket_connect("/ws/stream") as b:
+            assert a.receive_json()["type"] == b.receive_json()["type"] == "connected"
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                c.websocket_connect("/ws/stream").__enter__()
+            assert refused.value.status_code == 503
+            assert refused.value.headers["retry-after"] == "7"
+            assert refused.value.headers["x-instance-id"] == "cap"
+            assert 'status="503"' in c.get("/metrics").text
+        # the slots are free again once they leave
+        with c.websocket_connect("/ws/stream") as again:
+            assert again.receive_json()["type"] == "connected"
+
+
+def test_a_slow_websocket_client_loses_the_oldest_events() -> None:
+    hub = EventHub(queue_size=3, max_clients=5)
+    queue = hub.subscribe()
+    assert queue is not None
+    for n in range(10):
+        hub.publish("JUDGMENT_CREATED", {"n": n})
+    assert [queue.get_nowait()["payload"]["n"] for _ in range(queue.qsize())] == [7, 8, 9]
+    assert hub.dropped_total == 7
+    others = [hub.subscribe() for _ in range(5)]
+    assert others.count(None) == 1  # five clients at most, the first included
+    assert hub.refused_total == 1
 
 
 def test_websocket_server_pings(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cynic_node.cli import parse_args
+from cynic_node.cli import parse_args, websocket_options
 from cynic_node.config import ConfigError, Settings
 
 
@@ -60,6 +60,11 @@ def test_defaults() -> None:
         {"SURREAL_POOL_SIZE": "0"},
         {"CYNIC_STORE_TIMEOUT_S": "nan"},
         {"SURREAL_AUTH_LEVEL": "galaxy"},
+        {"CYNIC_LLM_MAX_CONCURRENCY": "0"},
+        {"CYNIC_LLM_TIMEOUT_S": "0"},
+        {"CYNIC_WS_MAX_MESSAGE_BYTES": "10"},
+        {"CYNIC_WS_MAX_CLIENTS": "0"},
+        {"CYNIC_WS_QUEUE_SIZE": "none"},
     ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
@@ -72,3 +77,35 @@ def test_cli() -> None:
         ["--host", "0.0.0.0", "--port", "8123", "--log-level", "debug", "--workers", "2"]
     )
     assert (args.host, args.port, args.log_level, args.workers) == ("0.0.0.0", 8123, "debug", 2)
+
+
+def test_load_bounds_from_env() -> None:
+    s = Settings.from_env(
+        {
+            "CYNIC_LLM_TIMEOUT_S": "12.5",
+            "CYNIC_LLM_MAX_CONCURRENCY": "2",
+            "CYNIC_WS_MAX_MESSAGE_BYTES": "1024",
+            "CYNIC_WS_MAX_CLIENTS": "16",
+            "CYNIC_WS_QUEUE_SIZE": "32",
+            "CYNIC_WS_COMPRESSION": "true",
+        }
+    )
+    assert (s.llm_timeout_s, s.llm_max_concurrency) == (12.5, 2)
+    assert (s.ws_max_message_bytes, s.ws_max_clients, s.ws_queue_size) == (1024, 16, 32)
+    assert s.ws_compression is True
+    assert websocket_options(s) == {
+        "ws_max_size": 1024,
+        "ws_max_queue": 4,
+        "ws_per_message_deflate": True,
+    }
+
+
+def test_load_bound_defaults() -> None:
+    s = Settings.from_env({})
+    # look-up, LLM, write: under nginx_lb_retry_window (45 s), itself under proxy_read_timeout
+    assert s.store_timeout_s + s.llm_timeout_s + s.store_timeout_s < 45
+    assert s.llm_max_concurrency == 4
+    assert (s.ws_max_message_bytes, s.ws_max_clients, s.ws_queue_size) == (4096, 512, 256)
+    # uvicorn's own defaults are 16 MiB messages and permessage-deflate on
+    assert websocket_options(s)["ws_max_size"] == 4096
+    assert websocket_options(s)["ws_per_message_deflate"] is False

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -13,8 +14,11 @@ from fastapi.testclient import TestClient
 
 from cynic_node.api import create_app
 from cynic_node.config import Settings
+from cynic_node.judge import Verdict, judge
 from cynic_node.llm import OllamaClient, parse_scores
+from cynic_node.models import JudgeRequest, parse_judge_request
 
+T = TypeVar("T")
 Handler = Callable[[httpx.Request], httpx.Response]
 Calls = list[dict[str, Any]]
 
@@ -167,3 +171,112 @@ def test_an_existing_cell_is_not_judged_again_by_the_llm(
 )
 def test_parse_scores(text: str, expected: dict[str, float] | None) -> None:
     assert parse_scores(text) == expected
+
+
+# Load bounds: concurrent calls per instance, and one deadline for the whole call.
+
+
+class SlowOllama:
+    """An Ollama whose /api/chat holds each call until released; counts calls in flight."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        content = json.dumps({"FIDELITY": 70, "PHI": 72, "VERIFY": 64, "CULTURE": 80, "BURN": 75})
+        return httpx.Response(200, json={"message": {"content": content}})
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    # A bound for the test itself: a hang (a deadline that is not applied) fails it.
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, 60)
+
+    return asyncio.run(bounded())
+
+
+def macro(text: str) -> JudgeRequest:
+    return parse_judge_request(json.dumps({"content": text, "level": "MACRO"}).encode())
+
+
+def test_llm_calls_in_flight_are_capped_per_instance() -> None:
+    slow = SlowOllama()
+
+    async def scenario() -> list[Verdict]:
+        llm = OllamaClient(
+            "http://ollama.test", "m", 30.0, transport=httpx.MockTransport(slow), max_concurrency=2
+        )
+        try:
+            pending = [asyncio.ensure_future(judge(macro(f"cell {n}"), llm)) for n in range(4)]
+            while slow.calls < 2:  # the first two calls have reached Ollama
+                await asyncio.sleep(0.01)
+            for _ in range(20):  # give the ten others every chance to start as well
+                await asyncio.sleep(0)
+            assert slow.in_flight == 2
+            slow.release.set()
+            return await asyncio.gather(*pending)
+        finally:
+            await llm.aclose()
+
+    verdicts = run(scenario())
+    assert slow.peak == 2  # twelve calls (4 MACRO judgments x 3 dogs), two at a time
+    assert slow.calls == 12
+    assert [v.level_used for v in verdicts] == ["MACRO"] * 4  # all answered, in turn
+
+
+def test_llm_timeout_bounds_the_whole_call_and_degrades_to_reflex() -> None:
+    slow = SlowOllama()  # never released: Ollama never answers
+
+    async def scenario() -> tuple[Verdict, int]:
+        llm = OllamaClient(
+            "http://ollama.test", "m", 0.2, transport=httpx.MockTransport(slow), max_concurrency=1
+        )
+        try:
+            # One slot, three dogs: one call waits on Ollama, two wait for the slot; the same
+            # deadline ends all three.
+            verdict = await judge(macro("slow"), llm)
+            return verdict, llm.timeouts_total
+        finally:
+            await llm.aclose()
+
+    verdict, timeouts = run(scenario())
+    assert (verdict.level_used, verdict.llm_calls, verdict.confidence) == ("REFLEX", 0, 0.382)
+    assert timeouts == 3
+    assert slow.calls == 1  # the two others never reached Ollama
+
+
+def test_text_utf8_cannot_encode_reaches_ollama_replaced(tmp_path: Path) -> None:
+    handler, calls = ollama()
+    with make_client(tmp_path, handler) as client:
+        r = client.post(
+            "/judge",
+            content=b'{"content": "a \\ud800 b", "context": "\\udfff", "level": "MICRO"}',
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["level_used"] == "MICRO"
+    prompt = calls[0]["messages"][1]["content"]
+    assert "a ? b" in prompt
+    assert "Context: ?" in prompt
+
+
+def test_settings_reach_the_client(tmp_path: Path) -> None:
+    settings = Settings(
+        instance_id="s",
+        cynic_home=tmp_path,
+        surreal_url="mem://",
+        llm_timeout_s=3.5,
+        llm_max_concurrency=7,
+    )
+    app = create_app(settings)
+    llm = app.state.service.llm
+    assert (llm.timeout_s, llm.max_concurrency) == (3.5, 7)

@@ -5,6 +5,13 @@ SurrealDB unreachable a 503 with Retry-After, and so is a judgment created here 
 not be appended to judgments.jsonl; nothing a client sends can produce a 500 or a
 stack trace (the outer middleware turns any bug into a bare JSON 500 and logs it, so even
 then no trace leaves the process). Every HTTP response carries X-Instance-ID.
+
+/ws/stream is bounded: at most ws_max_clients connections (more get 503 to the handshake), a
+bounded queue of events per client, client messages of at most ws_max_message_bytes (the
+server refuses larger frames: cli.py passes the limit to uvicorn, and the role's environment
+file does the same for the uvicorn command line), and no compression unless configured. A
+client message is only looked at when it can be the one the contract defines, {"type": "ping"};
+anything else is dropped unanswered, so a client cannot make the server write more than it reads.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from cynic_node.store import JudgmentStore, StoreUnavailable
 log = logging.getLogger(__name__)
 
 _INTERNAL_ERROR = b'{"detail":"internal error"}'
+# A client that takes nothing from its socket for this long is disconnected (its events would
+# otherwise wait on it, and its connection count against ws_max_clients, for ever).
+_WS_SEND_TIMEOUT_S = 10.0
 
 
 class EdgeMiddleware:
@@ -99,6 +109,9 @@ class EdgeMiddleware:
             if message["type"] == "websocket.accept":
                 message["headers"] = [*message.get("headers", []), self.header]
                 self.metrics.observe("/ws/stream", "GET", 101, 0.0)
+            elif message["type"] == "websocket.http.response.start":  # a refused handshake
+                message["headers"] = [*message.get("headers", []), self.header]
+                self.metrics.observe("/ws/stream", "GET", message["status"], 0.0)
             await send(message)
 
         return wrapper
@@ -140,10 +153,15 @@ def create_app(
 ) -> FastAPI:
     """Build the app; store and llm can be injected (tests), else they follow settings."""
     metrics = Metrics(settings.instance_id)
-    hub = EventHub()
+    hub = EventHub(settings.ws_queue_size, settings.ws_max_clients)
     journal = Journal(settings.journal_path)
     store = store or JudgmentStore(settings)
-    llm = llm or OllamaClient(settings.ollama_url, settings.model, settings.llm_timeout_s)
+    llm = llm or OllamaClient(
+        settings.ollama_url,
+        settings.model,
+        settings.llm_timeout_s,
+        max_concurrency=settings.llm_max_concurrency,
+    )
     service = JudgmentService(settings.instance_id, store, journal, hub, metrics, llm)
     started_at = time.monotonic()
 
@@ -249,21 +267,27 @@ def create_app(
 
     @app.websocket("/ws/stream")
     async def stream(ws: WebSocket) -> None:
-        await ws.accept()
         queue = hub.subscribe()
+        if queue is None:
+            await _refuse(ws, settings.retry_after_s)
+            return
         try:
-            await ws.send_json(
+            await ws.accept()
+            await _send(
+                ws,
                 {
                     "type": "connected",
                     "ts": time.time(),
                     "phi": PHI,
                     "instance_id": settings.instance_id,
-                }
+                },
             )
-            await _serve_stream(ws, queue, settings.ws_ping_interval_s)
-        except (WebSocketDisconnect, RuntimeError, OSError):
+            await _serve_stream(
+                ws, queue, settings.ws_ping_interval_s, settings.ws_max_message_bytes
+            )
+        except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
             # The client left: Starlette raises RuntimeError and uvicorn ClientDisconnected
-            # (an OSError) when sending after the close.
+            # (an OSError) when sending after the close; TimeoutError: it stopped reading.
             pass
         finally:
             hub.unsubscribe(queue)
@@ -281,8 +305,26 @@ def create_app(
     return app
 
 
+async def _refuse(ws: WebSocket, retry_after_s: int) -> None:
+    """Turn a handshake away: 503 with Retry-After where the server can say it, else a close."""
+    try:
+        await ws.send_denial_response(
+            JSONResponse(
+                {"detail": "too many WebSocket clients on this instance"},
+                status_code=503,
+                headers={"Retry-After": str(retry_after_s)},
+            )
+        )
+    except RuntimeError:  # no denial-response extension: uvicorn answers a close with 403
+        await ws.close(code=1013)
+
+
+async def _send(ws: WebSocket, data: dict[str, Any]) -> None:
+    await asyncio.wait_for(ws.send_json(data), _WS_SEND_TIMEOUT_S)
+
+
 async def _serve_stream(
-    ws: WebSocket, queue: asyncio.Queue[dict[str, Any]], ping_every: float
+    ws: WebSocket, queue: asyncio.Queue[dict[str, Any]], ping_every: float, max_bytes: int
 ) -> None:
     """Forward events, answer pings, ping the client every ping_every seconds."""
     receiver = asyncio.ensure_future(ws.receive())
@@ -296,16 +338,22 @@ async def _serve_stream(
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if event in done:
-                await ws.send_json(event.result())
+                await _send(ws, event.result())
                 event = asyncio.ensure_future(queue.get())
             if receiver in done:
                 message = receiver.result()
                 if message["type"] == "websocket.disconnect":
                     return
-                await _answer(ws, message)
+                verdict = _classify(message, max_bytes)
+                if verdict == "too_big":
+                    # The server enforces the limit itself; this is for servers that do not.
+                    await ws.close(code=1009)
+                    return
+                if verdict == "ping":
+                    await _send(ws, {"type": "pong", "ts": time.time()})
                 receiver = asyncio.ensure_future(ws.receive())
             if time.monotonic() >= next_ping:
-                await ws.send_json({"type": "ping", "ts": time.time()})
+                await _send(ws, {"type": "ping", "ts": time.time()})
                 next_ping = time.monotonic() + ping_every
     finally:
         for task in (receiver, event):
@@ -314,19 +362,25 @@ async def _serve_stream(
                 await task
 
 
-async def _answer(ws: WebSocket, message: Message) -> None:
-    raw = message.get("text")
-    if raw is None and message.get("bytes") is not None:
-        raw = message["bytes"].decode("utf-8", "replace")
+def _classify(message: Message, max_bytes: int) -> str:
+    """"ping", "too_big" or "drop" for a client message, at the least cost that decides it.
+
+    The only message a client may send is {"type": "ping"}. A text that does not even contain
+    "ping" is dropped without being parsed; the rest is at most max_bytes of JSON to parse.
+    """
+    raw: str | bytes | None = message.get("text")
+    if raw is None:
+        raw = message.get("bytes")
+        if raw is None:
+            return "drop"
+    if len(raw) > max_bytes:  # a text of more characters than max_bytes has more bytes too
+        return "too_big"
+    if (b"ping" if isinstance(raw, bytes) else "ping") not in raw:
+        return "drop"
     try:
-        data = json.loads(raw or "")
+        data = json.loads(raw)
     except (ValueError, RecursionError):
-        await ws.send_json({"type": "error", "error": "messages must be JSON objects"})
-        return
-    kind = data.get("type") if isinstance(data, dict) else None
-    if kind == "ping":
-        await ws.send_json({"type": "pong", "ts": time.time()})
-    elif kind == "pong":
-        return  # the answer to our ping
-    else:
-        await ws.send_json({"type": "error", "error": "unknown message type; send ping"})
+        return "drop"
+    if isinstance(data, dict) and data.get("type") == "ping":
+        return "ping"
+    return "drop"

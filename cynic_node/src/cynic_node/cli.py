@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -38,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        Settings.from_env()  # fail now, with a clear message, rather than in every worker
+        settings = Settings.from_env()  # fail now, with a clear message, not in every worker
     except ConfigError as exc:
         raise SystemExit(f"cynic-node: {exc}") from exc
     os.environ["CYNIC_LOG_LEVEL"] = args.log_level
@@ -51,7 +52,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The access log costs about a fifth of the throughput; metrics count requests.
         access_log=False,
         proxy_headers=True,
+        **websocket_options(settings),
     )
+
+
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket settings for the node's (the role's unit sets the same ones through
+    UVICORN_WS_* variables, which the `uvicorn` command line reads).
+
+    uvicorn's defaults suit no public endpoint: 16 MiB messages and permessage-deflate on, so
+    that a few kilobytes on the wire can cost the event loop megabytes of inflating and parsing.
+    The protocol-level ping (20 s, closing a peer that does not answer within 20 s more) stays.
+    """
+    return {
+        # A frame announcing more is refused (close 1009) from its header, before its payload
+        # is read; with compression on, the inflated size counts.
+        "ws_max_size": settings.ws_max_message_bytes,
+        "ws_max_queue": 4,  # the legacy `websockets` implementation's read-ahead
+        "ws_per_message_deflate": settings.ws_compression,
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,10 +76,22 @@ class Settings:
     store_timeout_s: float = 5.0
     ollama_url: str = "http://127.0.0.1:11434"
     model: str = "gemma2:2b"
-    llm_timeout_s: float = 60.0
+    # The whole of one LLM call, the wait for a slot included. With a store look-up before and a
+    # write after (store_timeout_s each), under the load balancer's retry window (45 s) and its
+    # proxy_read_timeout (60 s): a slow Ollama gives a REFLEX answer from this instance rather
+    # than a 504, and nginx never replays a request only because it was slow.
+    llm_timeout_s: float = 20.0
+    # LLM calls in flight from this instance at once (a MACRO judgment makes three); more wait
+    # for a slot within llm_timeout_s, then the judgment falls back to REFLEX.
+    llm_max_concurrency: int = 4
     max_body_bytes: int = 1024 * 1024
     retry_after_s: int = 5
     ws_ping_interval_s: float = 30.0
+    # /ws/stream bounds. A client only ever sends {"type": "ping"}: a few bytes.
+    ws_max_message_bytes: int = 4096
+    ws_max_clients: int = 512
+    ws_queue_size: int = 256
+    ws_compression: bool = False
     bench_routes: bool = False
 
     @property
@@ -106,8 +118,17 @@ class Settings:
             ollama_url=(env.get("OLLAMA_URL", "").strip() or cls.ollama_url).rstrip("/"),
             model=env.get("CYNIC_MODEL", "").strip() or cls.model,
             llm_timeout_s=_float(env, "CYNIC_LLM_TIMEOUT_S", cls.llm_timeout_s, 0.01),
+            llm_max_concurrency=_int(
+                env, "CYNIC_LLM_MAX_CONCURRENCY", cls.llm_max_concurrency, 1
+            ),
             max_body_bytes=_int(env, "CYNIC_MAX_BODY_BYTES", cls.max_body_bytes, 64),
             retry_after_s=_int(env, "CYNIC_RETRY_AFTER_S", cls.retry_after_s, 1),
             ws_ping_interval_s=_float(env, "CYNIC_WS_PING_S", cls.ws_ping_interval_s, 0.01),
+            ws_max_message_bytes=_int(
+                env, "CYNIC_WS_MAX_MESSAGE_BYTES", cls.ws_max_message_bytes, 64
+            ),
+            ws_max_clients=_int(env, "CYNIC_WS_MAX_CLIENTS", cls.ws_max_clients, 1),
+            ws_queue_size=_int(env, "CYNIC_WS_QUEUE_SIZE", cls.ws_queue_size, 1),
+            ws_compression=_bool(env, "CYNIC_WS_COMPRESSION"),
             bench_routes=_bool(env, "CYNIC_BENCH_ROUTES"),
         )

@@ -4,10 +4,16 @@ The client never fails a judgment: a dog whose call does not come back usable is
 and the judge falls back to REFLEX when no LLM dog answered. After a connection failure the
 client stops calling for a few seconds (a small circuit breaker), so that a dead Ollama costs
 requests nothing instead of a connect timeout each.
+
+Load cannot run away through it: at most `max_concurrency` calls of this process are in flight,
+and `timeout_s` bounds the whole of a call, the wait for a slot included (httpx's own timeouts
+bound each network operation, not the call). Any text can be sent: what UTF-8 cannot encode
+(lone surrogates) is replaced before the request is built.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -40,6 +46,15 @@ _SYSTEM = (
 _MAX_PROMPT_CHARS = 8000  # a small local model reads a few thousand tokens at most
 _BREAKER_S = 5.0
 _PROBE_CACHE_S = 5.0
+
+
+def _utf8(text: str) -> str:
+    """text with what UTF-8 cannot encode (lone surrogates) replaced: a request can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +96,21 @@ class OllamaClient:
         model: str,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_concurrency: int = 4,
     ) -> None:
         self.model = model
+        self.timeout_s = timeout_s
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.timeouts_total = 0  # calls abandoned at timeout_s, waiting for a slot or Ollama
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
             transport=transport,
+            # No more connections than calls allowed at once.
+            limits=httpx.Limits(max_connections=max_concurrency + 1),
         )
         self._down_until = 0.0
         self._probe_at = -_PROBE_CACHE_S
@@ -110,7 +134,7 @@ class OllamaClient:
             resp = await self._client.get("/api/tags", timeout=2.0)
             resp.raise_for_status()
             models = [
-                str(m.get("name", m.get("model", "")))
+                _utf8(str(m.get("name", m.get("model", ""))))
                 for m in resp.json().get("models", [])
                 if isinstance(m, dict)
             ]
@@ -136,16 +160,29 @@ class OllamaClient:
             "options": {"temperature": 0},
             "messages": [
                 {"role": "system", "content": _SYSTEM.format(dog=dog, persona=PERSONAS[dog])},
-                {"role": "user", "content": user},
+                {"role": "user", "content": _utf8(user)},
             ],
         }
         try:
-            resp = await self._client.post("/api/chat", json=body)
+            async with asyncio.timeout(self.timeout_s):
+                async with self._slots:
+                    if time.monotonic() < self._down_until:  # tripped while this call waited
+                        return Opinion(answered=False, view=None)
+                    self.in_flight += 1
+                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                    try:
+                        resp = await self._client.post("/api/chat", json=body)
+                    finally:
+                        self.in_flight -= 1
+        except TimeoutError:
+            self.timeouts_total += 1
+            log.warning("ollama call for %s abandoned after %.1f s", dog, self.timeout_s)
+            return Opinion(answered=False, view=None)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             log.warning("ollama unreachable (%s); judging at REFLEX", exc)
             self._trip()
             return Opinion(answered=False, view=None)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: a body httpx cannot encode
             log.warning("ollama call for %s failed: %s", dog, exc)
             return Opinion(answered=False, view=None)
         if resp.status_code != 200:
