@@ -56,6 +56,36 @@ def test_unit_runs_as_its_own_user(cluster, key):
             assert re.search(r"^CapEff:\s+0+$", worker_status, re.MULTILINE), worker_status
 
 
+# unit -> (MemoryMax, TasksMax) of the roles' defaults: a size in bytes, or a share of the host's memory.
+BOUNDS = {
+    "surrealdb.service": ("50%", 1024),
+    "ollama.service": ("75%", 512),
+    "cynic@": (1 << 30, 256),
+    "nginx.service": (512 << 20, 512),
+}
+
+
+@pytest.mark.parametrize("key", sorted(UNITS))
+def test_unit_memory_and_tasks_are_bounded(cluster, key):
+    name = UNITS[key][0]
+    unit = key.split("@app2")[0]
+    memory, tasks = BOUNDS["cynic@" if unit.startswith("cynic@") else unit]
+    host = cluster[name]
+    shown = dict(
+        line.split("=", 1)
+        for line in host.check_output(f"systemctl show -p MemoryMax -p TasksMax {unit}").splitlines()
+    )
+    record(f"bounds {name} {unit}", shown)
+    assert int(shown["TasksMax"]) == tasks, shown
+    if isinstance(memory, int):
+        assert int(shown["MemoryMax"]) == memory, shown
+    else:  # systemd turns N% into bytes of the host's physical memory
+        total = int(re.search(r"^MemTotal:\s+(\d+) kB", host.file("/proc/meminfo").content_string, re.MULTILINE)
+                    .group(1)) * 1024
+        expected = total * int(memory.rstrip("%")) // 100
+        assert abs(int(shown["MemoryMax"]) - expected) <= total // 100, (shown, expected)
+
+
 def test_secret_is_in_no_process_list_journal_or_unit(cluster, secret):
     for name, host in cluster.items():
         assert secret not in host.check_output("ps -eo args"), name
