@@ -156,6 +156,13 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     # (the second was skipped by the store and read back).
     assert 'cynic_storage_write_queries_total{instance="node-test"} 2' in text
     assert 'cynic_storage_write_records_total{instance="node-test"} 2' in text
+    for series in (
+        "cynic_llm_calls_in_flight",
+        "cynic_llm_timeouts_total",
+        "cynic_ws_events_dropped_total",
+        "cynic_ws_refused_total",
+    ):
+        assert f'{series}{{instance="node-test"}} 0' in text, series
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
 
@@ -242,7 +249,10 @@ def test_websocket_clients_are_capped_per_instance(tmp_path: Path) -> None:
             assert refused.value.status_code == 503
             assert refused.value.headers["retry-after"] == "7"
             assert refused.value.headers["x-instance-id"] == "cap"
-            assert 'status="503"' in c.get("/metrics").text
+            text = c.get("/metrics").text
+            assert 'status="503"' in text
+            assert 'cynic_ws_refused_total{instance="cap"} 1' in text
+            assert 'cynic_ws_clients{instance="cap"} 2' in text
         # the slots are free again once they leave
         with c.websocket_connect("/ws/stream") as again:
             assert again.receive_json()["type"] == "connected"

@@ -262,6 +262,10 @@ def create_app(
             storage_up=store.connected,
             ws_clients=hub.clients,
             write_counts=store.write_counts,
+            ws_dropped=hub.dropped_total,
+            ws_refused=hub.refused_total,
+            llm_in_flight=llm.in_flight,
+            llm_timeouts=llm.timeouts_total,
         )
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 

@@ -53,6 +53,10 @@ class Metrics:
         storage_up: bool,
         ws_clients: int,
         write_counts: tuple[int, int],
+        ws_dropped: int = 0,
+        ws_refused: int = 0,
+        llm_in_flight: int = 0,
+        llm_timeouts: int = 0,
     ) -> str:
         i = f'instance="{self.instance}"'
         lost, recovered = self.storage_outcomes()
@@ -123,5 +127,19 @@ class Metrics:
             "# HELP cynic_ws_clients Clients connected to /ws/stream.",
             "# TYPE cynic_ws_clients gauge",
             f"cynic_ws_clients{{{i}}} {ws_clients}",
+            "# HELP cynic_ws_events_dropped_total Events a slow /ws/stream client lost (its queue"
+            " was full).",
+            "# TYPE cynic_ws_events_dropped_total counter",
+            f"cynic_ws_events_dropped_total{{{i}}} {ws_dropped}",
+            "# HELP cynic_ws_refused_total /ws/stream clients refused at the per-instance cap.",
+            "# TYPE cynic_ws_refused_total counter",
+            f"cynic_ws_refused_total{{{i}}} {ws_refused}",
+            "# HELP cynic_llm_calls_in_flight LLM calls of this instance under way now.",
+            "# TYPE cynic_llm_calls_in_flight gauge",
+            f"cynic_llm_calls_in_flight{{{i}}} {llm_in_flight}",
+            "# HELP cynic_llm_timeouts_total LLM calls abandoned at the LLM timeout (waiting for a"
+            " slot or for Ollama).",
+            "# TYPE cynic_llm_timeouts_total counter",
+            f"cynic_llm_timeouts_total{{{i}}} {llm_timeouts}",
         ]
         return "\n".join(out) + "\n"
