@@ -9,7 +9,10 @@ PY          := $(CURDIR)/$(VENV)/bin/python
 BIN         := $(CURDIR)/$(VENV)/bin
 CACHE       := .cache
 IMAGE       := cynic-lab/debian12:latest
+IMAGE_13    := cynic-lab/debian13:latest
 WHEELHOUSE  := $(CACHE)/wheelhouse
+# The same wheels for Debian 13 hosts (python3 3.13): the cluster scenario's lb and data hosts.
+WHEELHOUSE_PY313 := $(CACHE)/wheelhouse-py313
 STANDINS    := $(CACHE)/standins
 COLLECTIONS := $(CACHE)/collections
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
@@ -44,9 +47,11 @@ $(COLLECTIONS)/ansible_collections/cynic/cluster:
 docker:
 	@scripts/ensure-docker.sh
 
+# Debian 12 and Debian 13 base images (each about 65 s the first time, skipped once it exists).
 .PHONY: image
 image: docker
-	@scripts/build-image.sh $(IMAGE)
+	@scripts/build-image.sh $(IMAGE) bookworm
+	@scripts/build-image.sh $(IMAGE_13) trixie
 
 $(WHEELHOUSE)/.built: requirements/wheelhouse.txt $(VENV)/.installed
 	mkdir -p $(WHEELHOUSE)
@@ -55,6 +60,20 @@ $(WHEELHOUSE)/.built: requirements/wheelhouse.txt $(VENV)/.installed
 
 .PHONY: wheelhouse
 wheelhouse: $(WHEELHOUSE)/.built
+
+# Debian 13's python3 is 3.13, another ABI than the controller's 3.11: the binary wheels of the same
+# requirements for CPython 3.13 (pip download, no build), for the stand-ins' and the load
+# generator's virtualenvs on the Debian 13 hosts of the cluster scenario.
+PY313_PLATFORMS := manylinux_2_34_x86_64 manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+                   manylinux_2_5_x86_64 manylinux1_x86_64
+$(WHEELHOUSE_PY313)/.built: requirements/wheelhouse.txt $(VENV)/.installed
+	mkdir -p $(WHEELHOUSE_PY313)
+	$(BIN)/pip download -q --only-binary=:all: --implementation cp --python-version 3.13 --abi cp313 \
+	  $(addprefix --platform ,$(PY313_PLATFORMS)) -d $(WHEELHOUSE_PY313) -r requirements/wheelhouse.txt
+	touch $@
+
+.PHONY: wheelhouse-py313
+wheelhouse-py313: $(WHEELHOUSE_PY313)/.built
 
 # Release-shaped archives of the test stand-ins (tests/standins), checked by the roles exactly
 # like the official ones.
@@ -69,7 +88,7 @@ $(STANDINS)/.built: $(STANDIN_SRC)
 standins: $(STANDINS)/.built
 
 .PHONY: setup
-setup: venv image wheelhouse standins
+setup: venv image wheelhouse wheelhouse-py313 standins
 
 # --- checks --------------------------------------------------------------------------------------
 .PHONY: lint
@@ -89,9 +108,17 @@ lint: venv
 sanity: venv
 	scripts/sanity.sh
 
+# Debian's nginx binary, unpacked (never installed: no service starts), for the tests that run
+# `nginx -t` on the rendered load-balancer config.
+NGINX_ROOT := $(CACHE)/nginx
+$(NGINX_ROOT)/usr/sbin/nginx:
+	rm -rf $(NGINX_ROOT) && mkdir -p $(NGINX_ROOT)/debs
+	cd $(NGINX_ROOT)/debs && { apt-get download -q nginx nginx-common 2>/dev/null || { apt-get update -q >/dev/null && apt-get download -q nginx nginx-common; }; }
+	for deb in $(NGINX_ROOT)/debs/*.deb; do dpkg-deb -x "$$deb" $(NGINX_ROOT); done
+
 .PHONY: unit
-unit: venv
-	$(PY) -m pytest -q tests/unit tests/standins cynic_node/tests
+unit: venv $(NGINX_ROOT)/usr/sbin/nginx
+	NGINX_BIN=$(CURDIR)/$(NGINX_ROOT)/usr/sbin/nginx $(PY) -m pytest -q tests/unit tests/standins cynic_node/tests
 
 .PHONY: galaxy
 # Build the collection and install the tarball offline into an empty path (not the checkout's link),

@@ -16,10 +16,30 @@ UNITS = {
 }
 
 
+# molecule.yml's images: Debian 13 for the lb and data hosts, Debian 12 for the app hosts.
+RELEASES = {LB: "trixie", DATA: "trixie", APP1: "bookworm", APP2: "bookworm"}
+
+
 def listeners(host, port: int) -> set[str]:
     """Local addresses with a TCP socket listening on port."""
     out = host.check_output(f"ss -ltnH 'sport = :{port}'")
     return {re.sub(r":\d+$", "", line.split()[3]).strip("[]") for line in out.splitlines() if line.strip()}
+
+
+def test_each_host_runs_its_debian_release(cluster):
+    seen = {}
+    for name, codename in RELEASES.items():
+        host = cluster[name]
+        os_release = host.file("/etc/os-release").content_string
+        assert f"VERSION_CODENAME={codename}\n" in os_release, (name, os_release)
+        seen[name] = {
+            "debian": host.check_output("cat /etc/debian_version"),
+            "python3": host.check_output("python3 -c 'import platform; print(platform.python_version())'"),
+            "systemd": host.check_output("systemctl --version").splitlines()[0],
+        }
+    seen[LB]["nginx"] = cluster[LB].run("nginx -v").stderr.strip()
+    record("platforms", seen)
+    assert seen[DATA]["python3"].startswith("3.13."), seen
 
 
 def test_every_unit_runs_on_its_host_only(cluster):
