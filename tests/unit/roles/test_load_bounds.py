@@ -22,7 +22,7 @@ PLAYBOOK = """
   gather_facts: false
   tasks:
     - ansible.builtin.include_vars: {{file: "{roles}/{{{{ item }}}}"}}
-      loop: [cynic/defaults/main.yml, nginx_lb/defaults/main.yml, nginx_lb/vars/main.yml]
+      loop: [cynic/defaults/main.yml, cynic/vars/main.yml, nginx_lb/defaults/main.yml, nginx_lb/vars/main.yml]
     - ansible.builtin.template: {{src: "{roles}/cynic/templates/cynic.env.j2", dest: "{out}/cynic.env"}}
     - ansible.builtin.template: {{src: "{roles}/nginx_lb/templates/nginx.conf.j2", dest: "{out}/nginx.conf"}}
 """
@@ -63,7 +63,7 @@ def test_defaults(tmp_path, run_playbook):
     assert env['CYNIC_WS_MAX_MESSAGE_BYTES'] == env['UVICORN_WS_MAX_SIZE'] == '"4096"'
     assert env['CYNIC_WS_MAX_CLIENTS'] == '"512"'
     assert env['CYNIC_WS_QUEUE_SIZE'] == '"256"'
-    assert env['CYNIC_WS_COMPRESSION'] == env['UVICORN_WS_PER_MESSAGE_DEFLATE'] == 'false'
+    assert env['CYNIC_WS_COMPRESSION'] == env['UVICORN_WS_PER_MESSAGE_DEFLATE'] == '"false"'
     conf = (tmp_path / 'out' / 'nginx.conf').read_text()
     assert 'proxy_next_upstream error timeout non_idempotent;' in conf
     assert 'proxy_next_upstream_timeout 45s;' in conf
@@ -79,7 +79,7 @@ def test_settings_reach_the_files(tmp_path, run_playbook):
            cynic_llm_timeout_s=7.5, nginx_lb_ws_conn_per_client=0, nginx_lb_retry_window='1500ms',
            nginx_lb_proxy_read_timeout='2s')
     env = env_lines(tmp_path)
-    assert env['CYNIC_WS_COMPRESSION'] == env['UVICORN_WS_PER_MESSAGE_DEFLATE'] == 'true'
+    assert env['CYNIC_WS_COMPRESSION'] == env['UVICORN_WS_PER_MESSAGE_DEFLATE'] == '"true"'
     assert env['CYNIC_WS_MAX_MESSAGE_BYTES'] == env['UVICORN_WS_MAX_SIZE'] == '"1024"'
     assert env['CYNIC_LLM_TIMEOUT_S'] == '"7.5"'
     conf = (tmp_path / 'out' / 'nginx.conf').read_text()
