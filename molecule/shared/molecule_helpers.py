@@ -37,3 +37,12 @@ def run_playbook_in(playbooks: Path, playbook: str | Path, *extra: str) -> subpr
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(path), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, check=False, env=env,
     )
+
+
+def record(name: str, data: object) -> None:
+    """Keep a measured figure in the scenario's ephemeral directory (drill-results.jsonl) and print it."""
+    directory = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
+    if directory:
+        with open(os.path.join(directory, "drill-results.jsonl"), "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": name, "result": data}) + "\n")
+    print(name, json.dumps(data))

@@ -9,7 +9,6 @@ run_py and run_playbook come from molecule/shared/molecule_helpers.py, like the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-from molecule_helpers import REPO, run_playbook_in, run_py  # noqa: E402  (after the path it needs)
+from molecule_helpers import REPO, record, run_playbook_in, run_py  # noqa: E402  (after the path it needs)
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
-__all__ = ["REPO", "run_playbook", "run_py"]
+__all__ = ["REPO", "record", "run_playbook", "run_py"]
 
 LB, DATA, APP1, APP2 = "cynic-cluster-lb", "cynic-cluster-data", "cynic-cluster-app1", "cynic-cluster-app2"
 ADDRESS = {LB: "172.29.42.10", DATA: "172.29.42.11", APP1: "172.29.42.21", APP2: "172.29.42.22"}
@@ -43,13 +42,6 @@ def drill_result(path: Path, output: str) -> dict:
     return json.loads(path.read_text())
 
 
-def record(name: str, data: object) -> None:
-    """Keep a measured figure in the scenario's ephemeral directory (drill-results.jsonl)."""
-    directory = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
-    if directory:
-        with open(os.path.join(directory, "drill-results.jsonl"), "a", encoding="utf-8") as out:
-            out.write(json.dumps({"test": name, "result": data}) + "\n")
-    print(name, json.dumps(data))
 
 
 @pytest.fixture(scope="session")
