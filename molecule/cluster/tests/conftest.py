@@ -42,8 +42,6 @@ def drill_result(path: Path, output: str) -> dict:
     return json.loads(path.read_text())
 
 
-
-
 @pytest.fixture(scope="session")
 def cluster(request):
     """testinfra hosts by inventory name."""

@@ -29,8 +29,6 @@ def run_playbook(playbook: str | Path, *extra: str) -> subprocess.CompletedProce
     return run_playbook_in(PLAYBOOKS, playbook, *extra)
 
 
-
-
 @pytest.fixture(scope="module")
 def hostvars(host):
     return host.ansible.get_variables()

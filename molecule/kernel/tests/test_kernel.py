@@ -74,8 +74,9 @@ def test_mcp_side_ports_do_not_collide(host):
         for i, pid in pids.items():
             if f"pid={pid}," in line:
                 listening[i].add(port)
-    for i, port in INSTANCES.items():
-        assert listening[i] == {port, port + 1}, (i, listening, sockets)
+    for i in INSTANCES:
+        main = INSTANCES[i]
+        assert listening[i] == {main, main + 1}, (i, listening, sockets)
     ports = [p for held in listening.values() for p in held]
     assert len(ports) == len(set(ports)), listening
 

@@ -58,10 +58,10 @@ RENDER = """
 """
 
 
-def play(tmp_path, text, extra_vars=None, inventory=INVENTORY, expect_failure=False):
+def play(tmp_path, text, extra_vars=None, inventory=None, expect_failure=False):
     """ansible-playbook on this machine; returns its output. Fails the test unless it ends as expected."""
     (tmp_path / 'play.yml').write_text(text)
-    (tmp_path / 'inventory.yml').write_text(json.dumps(inventory))
+    (tmp_path / 'inventory.yml').write_text(json.dumps(INVENTORY if inventory is None else inventory))
     argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml')]
     if extra_vars is not None:
         (tmp_path / 'extra.json').write_text(json.dumps(extra_vars))
@@ -264,10 +264,11 @@ def test_nginx_names_the_upstream_when_the_build_sends_no_instance_id(tmp_path, 
     if not os.path.exists(mime):
         mime = str(prefix / 'mime.types')
         (prefix / 'mime.types').write_text('types { text/html html; }\n')
+    temp_paths = ''.join('    %s_temp_path %s/%s;\n' % (kind, prefix, kind)
+                         for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
     local = (text.replace('user www-data;\n', '').replace('pid /run/nginx.pid;', 'pid %s/nginx.pid;' % prefix)
              .replace('/etc/nginx/mime.types', mime).replace('/var/log/nginx/', '%s/logs/' % prefix)
-             .replace('http {\n', 'http {\n' + ''.join('    %s_temp_path %s/%s;\n' % (kind, prefix, kind)
-                                                        for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi')), 1))
+             .replace('http {\n', 'http {\n' + temp_paths, 1))
     (prefix / 'nginx.conf').write_text(local)
     proc = subprocess.run([nginx, '-t', '-p', str(prefix), '-c', str(prefix / 'nginx.conf'), '-g', 'error_log stderr;'],
                           capture_output=True, text=True, check=False)
