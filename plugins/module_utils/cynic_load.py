@@ -56,6 +56,8 @@ import traceback
 from fractions import Fraction
 from urllib.parse import urlsplit
 
+from .cynic_workload import CellAudit, Workload, WorkloadError, compare_q_scores, normalize_corpus
+
 try:
     import aiohttp
 except ImportError:  # pragma: no cover - reported by the callers
@@ -110,7 +112,8 @@ class LoadConfig(object):
                  timeout=10.0, use_cookies=False, validate_certs=True, run_id=None,
                  parse_body=True, return_judgment_ids=True, saturation_lag_ms=20.0,
                  saturation_rate_tolerance=0.01, instance_header=INSTANCE_HEADER,
-                 use_uvloop=True):
+                 use_uvloop=True, cells=None, repeat_share=0.0, concurrent_share=0.5, mark_cells=True,
+                 id_field='judgment_id', q_at_rest=None):
         self.url = (url or '').rstrip('/')
         self.rate = float(rate)
         self.duration = float(duration)
@@ -132,7 +135,32 @@ class LoadConfig(object):
         self.saturation_rate_tolerance = float(saturation_rate_tolerance)
         self.instance_header = instance_header or INSTANCE_HEADER
         self.use_uvloop = bool(use_uvloop)
+        # A corpus replaces the body template: see cynic_workload.py.
+        self.cells = cells
+        self.repeat_share = float(repeat_share or 0.0)
+        self.concurrent_share = float(0.5 if concurrent_share is None else concurrent_share)
+        self.mark_cells = bool(mark_cells)
+        self.id_field = id_field if id_field is not None else 'judgment_id'
+        # q_by_text of an earlier run of the same corpus at rest, to compare this run's Q-Scores with.
+        self.q_at_rest = q_at_rest
         self._validate()
+        if self.cells is not None:
+            try:
+                self.cells = normalize_corpus(self.cells)
+                self.workload()  # checks the shares
+            except WorkloadError as exc:
+                raise LoadError(str(exc)) from None
+            if self.method in ('GET', 'HEAD'):
+                raise LoadError('cells are sent as request bodies: method %s sends none' % self.method)
+        if self.q_at_rest is not None and (self.cells is None or not isinstance(self.q_at_rest, dict)):
+            raise LoadError('q_at_rest is the q_by_text dict of an earlier run of the same cells, and needs cells')
+
+    def workload(self):
+        """The plan of this run over ``cells`` (None without a corpus)."""
+        if self.cells is None:
+            return None
+        return Workload(self.cells, self.warmup_planned + self.planned, self.run_id, repeat_share=self.repeat_share,
+                        concurrent_share=self.concurrent_share, mark=self.mark_cells)
 
     def _validate(self):
         if not (self.url.startswith('http://') or self.url.startswith('https://')):
@@ -197,7 +225,7 @@ class Thresholds(object):
 
     def __init__(self, min_rate_ratio=None, max_error_rate=None, max_p95_ms=None, max_p99_ms=None,
                  expected_instances=None, min_instance_share=None, q_score_min=None,
-                 q_score_max=None, fail_if_saturated=False):
+                 q_score_max=None, fail_if_saturated=False, max_duplicate_judgments=None):
         self.min_rate_ratio = min_rate_ratio
         self.max_error_rate = max_error_rate
         self.max_p95_ms = max_p95_ms
@@ -207,13 +235,15 @@ class Thresholds(object):
         self.q_score_min = q_score_min
         self.q_score_max = q_score_max
         self.fail_if_saturated = bool(fail_if_saturated)
+        self.max_duplicate_judgments = max_duplicate_judgments
         self._validate()
 
     def _validate(self):
         """Refuse limits that no run could meet, or that would silently check nothing (NaN)."""
         ranges = (('min_rate_ratio', 0.0, 1.0), ('max_error_rate', 0.0, 1.0), ('min_instance_share', 0.0, 1.0),
                   ('max_p95_ms', 0.0, math.inf), ('max_p99_ms', 0.0, math.inf),
-                  ('q_score_min', -math.inf, math.inf), ('q_score_max', -math.inf, math.inf))
+                  ('q_score_min', -math.inf, math.inf), ('q_score_max', -math.inf, math.inf),
+                  ('max_duplicate_judgments', 0, math.inf))
         for key, low, high in ranges:
             value = getattr(self, key)
             if value is None:
@@ -230,7 +260,7 @@ class Thresholds(object):
         """The limits in force (only those that are set)."""
         out = {}
         for key in ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms',
-                    'min_instance_share', 'q_score_min', 'q_score_max'):
+                    'min_instance_share', 'q_score_min', 'q_score_max', 'max_duplicate_judgments'):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -354,7 +384,9 @@ class _Run(object):
         self.path_parts = None
         if _PLACEHOLDER_I in self.url:
             self.path_parts = self.url.split(_PLACEHOLDER_I)
-        self.body_parts = _template_parts(config.body, config.run_id)
+        self.workload = config.workload()
+        self.audit = CellAudit(self.workload, config.id_field) if self.workload is not None else None
+        self.body_parts = None if self.workload is not None else _template_parts(config.body, config.run_id)
         self.const_body = None
         if self.body_parts is not None and len(self.body_parts) == 1:
             self.const_body = self.body_parts[0].encode('utf-8')
@@ -389,6 +421,8 @@ class _Run(object):
 
     # -- requests -----------------------------------------------------------------------
     def _body_for(self, index):
+        if self.workload is not None:
+            return self.workload.body(index)
         if self.const_body is not None or self.body_parts is None:
             return self.const_body
         return str(index).join(self.body_parts).encode('utf-8')
@@ -401,7 +435,6 @@ class _Run(object):
     async def _request(self, index, due):
         """Send request ``index`` (due at ``due``) and record what happened."""
         cfg = self.cfg
-        j = index - self.n_warm
         data = self._body_for(index)
         url = self._url_for(index)
         status = 0
@@ -423,9 +456,10 @@ class _Run(object):
         finally:
             end = time.perf_counter_ns()
             self.in_flight -= 1
-            self._record(j, due, start, end, status, payload, instance, error)
+            self._record(index, due, start, end, status, payload, instance, error)
 
-    def _record(self, j, due, start, end, status, payload, instance, error):
+    def _record(self, index, due, start, end, status, payload, instance, error):
+        j = index - self.n_warm
         live = self.live
         ok = error is None and 200 <= status < 300
         if ok:
@@ -437,6 +471,7 @@ class _Run(object):
 
         judgment_id = None
         q_score = None
+        doc = None
         if status == 200 and self.cfg.parse_body and payload:
             try:
                 doc = json.loads(payload)
@@ -446,6 +481,8 @@ class _Run(object):
                 if isinstance(doc, dict):
                     judgment_id = doc.get('judgment_id')
                     q_score = doc.get('q_score')
+        if status == 200 and error is None and self.audit is not None:
+            self.audit.record(index, doc, instance)
         if judgment_id is not None:
             self.judgment_ids.add(str(judgment_id))
 
@@ -570,7 +607,7 @@ class _Run(object):
         else:
             jar = aiohttp.DummyCookieJar()
         headers = dict(cfg.headers)
-        if self.body_parts is not None and 'content-type' not in [name.lower() for name in headers]:
+        if (self.body_parts is not None or self.workload is not None) and 'content-type' not in [name.lower() for name in headers]:
             headers['Content-Type'] = 'application/json'
         timeout = aiohttp.ClientTimeout(total=cfg.timeout)
         with gc_paused():
@@ -753,6 +790,12 @@ class _Run(object):
             'worst_second': worst,
             'median_second_p99_ms': median_p99,
         })
+        if self.audit is not None:
+            facts['workload'] = self.workload.describe()
+            facts['duplicates'] = self.audit.summary()
+            facts['q_by_text'] = self.audit.q_by_name()
+            if cfg.q_at_rest is not None:
+                facts['q_vs_rest'] = compare_q_scores(cfg.q_at_rest, facts['q_by_text'])
         if cfg.return_judgment_ids:
             facts['judgment_ids'] = ids
         return facts
@@ -813,6 +856,9 @@ def plan(config):
         'generator_saturated': False,
         'threshold_failures': [],
     })
+    workload = config.workload()
+    if workload is not None:
+        facts['workload'] = workload.describe()
     return facts
 
 
@@ -889,6 +935,16 @@ def evaluate_thresholds(facts, thresholds):
                 failures.append('q_score min %.3f is below q_score_min %s' % (q_stats['min'], thresholds.q_score_min))
             if thresholds.q_score_max is not None and q_stats['max'] > thresholds.q_score_max:
                 failures.append('q_score max %.3f is over q_score_max %s' % (q_stats['max'], thresholds.q_score_max))
+    if thresholds.max_duplicate_judgments is not None:
+        audit = facts.get('duplicates')
+        if not audit:
+            failures.append('max_duplicate_judgments %s: the run sent no corpus of cells, so no duplicate was '
+                            'audited' % thresholds.max_duplicate_judgments)
+        elif audit['duplicate_judgments'] > thresholds.max_duplicate_judgments:
+            failures.append('%d duplicate judgments (%d judgments of %d distinct cells, counted from %s) are over '
+                            'max_duplicate_judgments %s'
+                            % (audit['duplicate_judgments'], audit['judgments'], audit['cells_answered'],
+                               audit['counted_from'], thresholds.max_duplicate_judgments))
     if thresholds.fail_if_saturated and facts.get('generator_saturated'):
         failures.append('the load generator was saturated: %s' % '; '.join(facts.get('saturation_reasons', [])))
     return failures
@@ -980,6 +1036,14 @@ def format_summary(facts):
         row('q_score', 'mean %.3f, min %.3f, max %.3f (%d)'
             % (q_stats['mean'], q_stats['min'], q_stats['max'], q_stats['count']))
     row('judgment ids', '%d, sha256 %s' % (facts['judgment_ids_count'], facts['judgment_ids_sha256'][:16]))
+    work, dup = facts.get('workload'), facts.get('duplicates')
+    if work and dup:
+        row('cells', '%d distinct from a corpus of %d; %d repeat requests (%d right behind the first)'
+            % (work['distinct_cells'], work['corpus_cells'], work['repeat_requests'], work['concurrent_repeats']))
+        row('judgments per cell', '%s: %d judgments of %d cells, %d duplicates, %d cells on several instances'
+            % (dup['judgments_per_cell'], dup['judgments'], dup['cells_answered'], dup['duplicate_judgments'],
+               dup['cells_on_several_instances']))
+        row('', '(counted from %s)' % dup['counted_from'])
     failures = facts.get('threshold_failures') or []
     if failures:
         lines.append('  FAILED thresholds:')

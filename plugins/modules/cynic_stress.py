@@ -90,6 +90,47 @@ options:
       - The body is sent with the header C(Content-Type) set to C(application/json) unless O(headers) sets it.
     type: raw
     default: '{"content": "Test code {i}", "reality": "CODE", "analysis": "JUDGE", "budget_usd": 0.01}'
+  cells:
+    description:
+      - A corpus of cells to judge instead of the O(body) template, which is then ignored. Each element is
+        C({name, cell}) (C(cell) being the C(/judge) body, with a string C(content)) or a bare cell; the
+        collection's corpus is C(playbooks/files/stress_corpus.jsonl) (read it with
+        C(lookup('ansible.builtin.file', ...) | split('\n') | select | map('from_json'))).
+      - Each fresh cell is the next corpus text (shuffled order) with a run marker appended to its content
+        (see O(mark_cells)); O(repeat_share) of the requests repeat a cell already sent. The answers are audited
+        for duplicate work (RV(ansible_facts.cynic_stress.duplicates)).
+    type: list
+    elements: raw
+  repeat_share:
+    description:
+      - With O(cells), the share of the requests that repeat a cell this run already sent, in [0, 1).
+    type: float
+    default: 0
+  concurrent_share:
+    description:
+      - With O(cells), the share of the repeats sent right behind the first request of their cell (one interval
+        of the schedule later, so in flight together when a judgment takes longer); the others repeat one of the
+        256 most recent fresh cells.
+    type: float
+    default: 0.5
+  mark_cells:
+    description:
+      - With O(cells), append C([cynic-stress RUN N]) to the content of each fresh cell so that every run judges
+        new cells. False sends the texts as they are (a build that remembers cells answers them from memory).
+    type: bool
+    default: true
+  id_field:
+    description:
+      - Field of the answers that names a judgment, for the duplicates audit (C(judgment_id) for the reference
+        node and the upstream kernel). An answer without it, or every answer when this is empty, counts as one
+        judgment of its own.
+    type: str
+    default: judgment_id
+  q_at_rest:
+    description:
+      - With O(cells), RV(ansible_facts.cynic_stress.q_by_text) of an earlier run of the same corpus at rest (at a low
+        rate); this run's Q-Scores are compared with it text by text in RV(ansible_facts.cynic_stress.q_vs_rest).
+    type: dict
   headers:
     description:
       - Extra request headers. Names must be RFC 9110 tokens; values must not hold line breaks or other
@@ -210,6 +251,12 @@ options:
     description:
       - Every observed C(q_score) must be at most this. Fails when no C(q_score) was observed.
     type: float
+  max_duplicate_judgments:
+    description:
+      - With O(cells), the most judgments beyond one per distinct cell
+        (C(duplicate_judgments) of RV(ansible_facts.cynic_stress.duplicates)); V(0) for a cluster that must never judge a
+        cell twice. Fails when no corpus was sent.
+    type: int
 seealso:
   - module: cynic.cluster.cynic_cluster_facts
 '''
@@ -243,6 +290,15 @@ EXAMPLES = r'''
     max_p99_ms: 500
     fail_on_thresholds: false
     return_judgment_ids: true
+
+- name: Judge the collection's corpus, a quarter of the requests repeating a cell, with no duplicate judgment
+  cynic.cluster.cynic_stress:
+    url: http://127.0.0.1:8080
+    rate: 150
+    duration: 60
+    cells: "{{ lookup('ansible.builtin.file', 'stress_corpus.jsonl') | split('\n') | select | map('from_json') | list }}"
+    repeat_share: 0.25
+    max_duplicate_judgments: 0
 
 - name: Show the latency over time
   ansible.builtin.debug:
@@ -488,6 +544,36 @@ ansible_facts:
           type: list
           elements: str
           returned: when O(return_judgment_ids=true) and not in check mode
+        workload:
+          description:
+            - With O(cells), the plan that was sent - C(corpus_cells), C(distinct_cells), C(requests) (warm-up
+              included), C(repeat_requests), C(concurrent_repeats), C(repeat_share), C(concurrent_share), C(marked).
+          type: dict
+          returned: when O(cells) is set
+        duplicates:
+          description:
+            - With O(cells), the duplicates audit of the 200 answers (warm-up included) - C(cells_answered),
+              C(cells_answered_more_than_once), C(judgments) (distinct O(id_field) values per cell, summed; an answer
+              without one counts as one judgment), C(judgments_per_cell), C(duplicate_judgments) (judgments beyond
+              one per cell), C(cells_judged_more_than_once), C(cells_on_several_instances) (cells answered by more
+              than one X-Instance-ID), C(q_score_spread_of_repeated_cells) (C(cells), C(mean), C(max) of the
+              max - min Q-Score of each cell answered more than once), C(counted_from) (a sentence) and C(id_field).
+          type: dict
+          returned: when O(cells) is set and not in check mode
+        q_by_text:
+          description:
+            - With O(cells), C([answers, mean Q-Score]) of each corpus text (by name) over the run, to compare the
+              corpus judged at rest with the same texts under load.
+          type: dict
+          returned: when O(cells) is set and not in check mode
+        q_vs_rest:
+          description:
+            - With O(q_at_rest), the Q-Scores of the texts judged in both runs - C(texts_compared), the quantiles
+              (C(count), C(mean), C(min), C(p10), C(p50), C(p90), C(max)) of each text's mean C(at_rest) and
+              C(under_load), C(mean_abs_difference) and C(max_abs_difference) per text, and C(moved) (texts whose
+              mean moved by more than C(tolerance), 0.5 points).
+          type: dict
+          returned: when O(q_at_rest) is set and not in check mode
         judgment_ids_count:
           description: Number of distinct judgment ids.
           type: int
@@ -548,7 +634,7 @@ from ansible_collections.cynic.cluster.plugins.module_utils.cynic_load import (
 )
 
 THRESHOLD_KEYS = ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms', 'expected_instances',
-                  'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated')
+                  'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated', 'max_duplicate_judgments')
 
 
 def argument_spec():
@@ -557,6 +643,12 @@ def argument_spec():
         path=dict(type='str', default='/judge'),
         method=dict(type='str', default='POST'),
         body=dict(type='raw', default=DEFAULT_BODY),
+        cells=dict(type='list', elements='raw'),
+        repeat_share=dict(type='float', default=0),
+        concurrent_share=dict(type='float', default=0.5),
+        mark_cells=dict(type='bool', default=True),
+        id_field=dict(type='str', default='judgment_id'),
+        q_at_rest=dict(type='dict'),
         headers=dict(type='dict'),
         rate=dict(type='float', default=100),
         duration=dict(type='float', default=10),
@@ -579,6 +671,7 @@ def argument_spec():
         min_instance_share=dict(type='float'),
         q_score_min=dict(type='float'),
         q_score_max=dict(type='float'),
+        max_duplicate_judgments=dict(type='int'),
     )
 
 
@@ -593,7 +686,9 @@ def main():
             body=params['body'], headers=params['headers'], timeout=params['timeout'],
             use_cookies=params['use_cookies'], validate_certs=params['validate_certs'], run_id=params['run_id'],
             parse_body=params['parse_body'], return_judgment_ids=params['return_judgment_ids'],
-            saturation_lag_ms=params['saturation_lag_ms'],
+            saturation_lag_ms=params['saturation_lag_ms'], cells=params['cells'],
+            repeat_share=params['repeat_share'], concurrent_share=params['concurrent_share'],
+            mark_cells=params['mark_cells'], id_field=params['id_field'], q_at_rest=params['q_at_rest'],
         )
         thresholds = Thresholds(**dict((key, params[key]) for key in THRESHOLD_KEYS))
     except LoadError as exc:
