@@ -88,8 +88,10 @@ def test_each_instance_answered_a_quarter_at_least(stress):
 def test_no_data_loss(stress):
     facts = stress[0]
     storage = facts["storage"]
-    answered = facts["cluster_run"]["judgment_ids_count"] + (facts["single_run"] or {}).get("judgment_ids_count", 0)
-    assert facts["cluster_run"]["judgment_ids_count"] >= RATE * DURATION
+    run = facts["cluster_run"]
+    answered = run["judgment_ids_count"] + (facts["single_run"] or {}).get("judgment_ids_count", 0)
+    # one judgment per distinct cell: a quarter of the requests repeat a cell
+    assert run["judgment_ids_count"] == run["duplicates"]["cells_answered"] >= 0.7 * RATE * DURATION, run["duplicates"]
     assert storage["judgments_checked"] >= answered, storage
     assert storage["missing_judgments"] == 0, storage["missing_judgment_ids"]
 
@@ -98,6 +100,25 @@ def test_no_duplicates(stress):
     storage = stress[0]["storage"]
     assert storage["judgment_count"] > 0
     assert storage["duplicate_cells"] == 0, storage["surreal"]["duplicate_examples"]
+
+
+def test_repeated_cells_some_concurrent_get_one_judgment_each(stress):
+    run = stress[0]["cluster_run"]
+    work, dup = run["workload"], run["duplicates"]
+    assert work["repeat_requests"] >= 0.2 * work["requests"] and work["concurrent_repeats"] > 0, work
+    # repeats reached other instances than their cell's first request: consensus, not luck, held them to one
+    assert dup["cells_on_several_instances"] > 0, dup
+    assert dup["duplicate_judgments"] == 0 and dup["judgments_per_cell"] == 1, dup
+
+
+def test_the_corpus_scores_the_same_at_rest_and_under_load(stress):
+    facts = stress[0]
+    run, rest = facts["cluster_run"], facts["rest_run"]
+    vs = run["q_vs_rest"]
+    assert vs["texts_compared"] == rest["workload"]["corpus_cells"] >= 100, vs
+    # a varied corpus, not one sentence: many distinct scores at rest
+    assert vs["at_rest"]["p90"] - vs["at_rest"]["p10"] >= 10, vs
+    assert vs["mean_abs_difference"] <= facts["settings"].get("max_q_shift", 1.0), vs
 
 
 def test_every_instance_still_healthy_and_logs_in_cynic_home(stress):

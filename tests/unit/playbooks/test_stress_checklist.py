@@ -51,10 +51,24 @@ CLEAN = {
         'instance_errors': {}, 'responses_without_instance': 0, 'status_codes': {'200': 1500}, 'errors_by_class': {},
         'q_score': {'count': 1500, 'mean': 50.0, 'min': 12.5, 'max': 80.0}, 'timeout_s': 10.0,
         'judgment_ids_count': 1650, 'counted_at_timeout': 0,
+        'workload': {'corpus_cells': 120, 'distinct_cells': 1200, 'requests': 1650, 'repeat_requests': 450,
+                     'concurrent_repeats': 220, 'repeat_share': 0.25, 'concurrent_share': 0.5, 'marked': True},
+        'duplicates': {'cells_answered': 1200, 'cells_answered_more_than_once': 400, 'judgments': 1200,
+                       'judgments_per_cell': 1.0, 'duplicate_judgments': 0, 'cells_judged_more_than_once': 0,
+                       'cells_on_several_instances': 150, 'counted_from': 'distinct judgment_id values of the 200 answers'},
+        'q_vs_rest': {'texts_compared': 120, 'mean_abs_difference': 0.2, 'max_abs_difference': 0.9, 'moved': 3,
+                      'tolerance': 0.5,
+                      'at_rest': {'count': 120, 'mean': 55.1, 'min': 20.0, 'p10': 30.0, 'p50': 55.0, 'p90': 80.0, 'max': 90.0},
+                      'under_load': {'count': 120, 'mean': 55.0, 'min': 20.0, 'p10': 30.0, 'p50': 55.0, 'p90': 80.0,
+                                     'max': 90.0}},
         'latency_ms': {'intended': {'count': 1500, 'p50': 3.0, 'p95': 6.0, 'p99': 9.0, 'max': 20.0}},
         'latency_ok_ms': {'intended': {'count': 1500, 'p50': 3.0, 'p95': 6.0, 'p99': 9.0, 'max': 20.0}},
     },
     '__stress_one': {'judgment_ids_count': 10},
+    '__stress_at_rest': {'judgment_ids_count': 0},
+    '_stress_max_q_shift': 1.0,
+    '_stress_rest_rate': 10,
+    '_stress_corpus_file': '/x/playbooks/files/stress_corpus.jsonl',
     '__stress_store': {'surreal': {'reachable': True, 'error': None, 'duplicate_examples': []},
                        'missing_judgments': 0, 'judgments_checked': 1661, 'judgment_count': 1661,
                        'missing_judgment_ids': [], 'duplicate_cells': 0},
@@ -101,6 +115,26 @@ def test_a_q_score_of_zero_is_in_range(checklist):
     assert items['q_scores_held'][0] is True, items['q_scores_held'][1]
     items = checklist(__stress_run={'q_score': {'count': 0, 'mean': None, 'min': None, 'max': None}})
     assert items['q_scores_held'][0] is False
+
+
+def test_a_duplicate_judgment_in_the_answers_fails_no_duplicates_even_with_a_clean_store(checklist):
+    twice = {'duplicates': dict(CLEAN['__stress_run']['duplicates'], judgments=1203, judgments_per_cell=1.0025,
+                                duplicate_judgments=3, cells_judged_more_than_once=3)}
+    passed, line = checklist(__stress_run=twice)['no_duplicates']
+    assert passed is False, line
+    assert '1203 judgments of 1200 distinct cells (1.0025 per cell, 3 duplicates)' in line, line
+    # a run without the corpus audited nothing: that is not a pass
+    passed, line = checklist(__stress_run={'duplicates': {}, 'workload': {}})['no_duplicates']
+    assert passed is False and 'no audit (no corpus sent)' in line, line
+
+
+def test_q_scores_that_move_under_load_fail_the_q_item(checklist):
+    moved = dict(CLEAN['__stress_run']['q_vs_rest'], mean_abs_difference=1.5, max_abs_difference=9.0, moved=60)
+    passed, line = checklist(__stress_run={'q_vs_rest': moved})['q_scores_held']
+    assert passed is False, line
+    assert 'a text moved by 1.5 points on average, 9.0 at most, 60 texts by more than 0.5' in line, line
+    assert checklist(__stress_run={'q_vs_rest': moved}, _stress_max_q_shift=2.0)['q_scores_held'][0] is True
+    assert checklist(__stress_run={'q_vs_rest': {}})['q_scores_held'][0] is False
 
 
 def test_the_error_rate_limit_is_inclusive_as_in_the_module(checklist):
