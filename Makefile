@@ -24,7 +24,7 @@ help:
 	@echo "make lab        deploy the whole cluster into local containers and print where it answers"
 	@echo "make lab-down   remove the lab containers"
 	@echo "make test       lint, sanity, unit/integration tests, galaxy build+install, molecule"
-	@echo "make bench-node / make bench   benchmarks that write reports/"
+	@echo "make bench-node / make bench / make bench-kernel   benchmarks that write reports/"
 
 # --- set-up ------------------------------------------------------------------------------------
 $(VENV)/.installed: requirements/controller.txt
@@ -166,3 +166,10 @@ bench-node: setup
 .PHONY: bench
 bench: lab
 	$(PY) scripts/bench.py --out reports/bench-cluster.md
+
+# The public CYNIC kernel (../shared/cynic-kernel/) in its own container, converged like the molecule scenario
+# kernel: capacity of 1 instance direct and 1/2/3 through nginx, CPU per judgment, duplicates under least_conn
+# and cell affinity; writes reports/bench-kernel.md (about 20 min). Needs nothing else running on the machine.
+.PHONY: bench-kernel
+bench-kernel: setup
+	$(PY) scripts/bench_kernel.py --out reports/bench-kernel.md
