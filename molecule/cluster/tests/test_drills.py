@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import INSTANCE_IDS, LB, drill_result, record, run_playbook
+from conftest import DATA, INSTANCE_IDS, LB, drill_result, record, run_playbook
 
 testinfra_hosts = [f"ansible://{LB}"]
 
@@ -60,3 +60,26 @@ def test_cynic_home_unwritable(run_drill, secret):
     assert summary["recovered_and_journaling"]
     # The contract too: a judgment that cannot be journaled is a 503 with Retry-After.
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_kill_surrealdb(run_drill, secret, cluster):
+    # -v: the run hands SurrealDB's password to cynic_cluster_facts and reads the process's
+    # environment (which holds it too); it must not show.
+    result, summary = run_drill("kill_surrealdb", "-v")
+    record("kill_surrealdb", summary)
+    assert result.returncode == 0, result.stdout[-4000:]
+    # Durable acknowledgements by default (surrealdb_sync_data): the killed process and the new one
+    # ran with SURREAL_SYNC_DATA=true, and the stand-in's engine got it (sync=every; the real 2.x
+    # server logs "Wait for disk sync acknowledgement: true").
+    assert str(summary["surrealdb_sync_data"]).lower() == "true"
+    assert str(summary["surrealdb_sync_data_after"]).lower() == "true"
+    started = cluster[DATA].check_output(
+        "journalctl -u surrealdb.service -o cat --no-pager | grep -E 'Starting kvs store|Wait for disk sync' | tail -n 1")
+    assert "sync=every" in started or "acknowledgement: true" in started, started
+    # systemd, not the drill, brought it back; nothing answered 200 is lost.
+    assert summary["nrestarts_after"] >= summary["nrestarts_before"] + 1
+    assert summary["main_pid_after"] != summary["main_pid_before"]
+    assert summary["judgments_lost"] == 0 and summary["duplicate_cells"] == 0
+    assert summary["judgments_answered_200"] >= summary["planned"] - summary["max_503"]
+    assert "500" not in summary["status_codes"]
+    assert secret not in result.stdout
