@@ -6,14 +6,17 @@ import errno
 import json
 import multiprocessing
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cynic_node.config import ConfigError, Settings
 from cynic_node.journal import PIPE_BUF, Journal
 
 WRITERS, LINES = 4, 1500
@@ -244,3 +247,135 @@ def test_an_owed_line_is_written_exactly_once(
         "j1",
         "j2",
     ]
+
+
+class FsyncCounter:
+    """os.fsync replaced: counts the calls on the journal file and on directories (then syncs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.file = 0
+        self.dir = 0
+        self._real = os.fsync
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            self.dir += 1
+        else:
+            self.file += 1
+        self._real(fd)
+
+    def counts(self) -> tuple[int, int]:
+        return self.file, self.dir
+
+
+@pytest.mark.parametrize(
+    # (file fsyncs, directory fsyncs) after open + 5 lines, after sync(), after 1 line + close()
+    ("policy", "after_lines", "after_sync", "after_close"),
+    [
+        ("none", (0, 0), (0, 0), (0, 0)),  # today's behaviour: never
+        ("line", (5, 1), (5, 1), (6, 1)),  # one per line, before append() returns
+        ("batch", (0, 1), (1, 1), (2, 1)),  # none in append(); one per sync() and at close()
+    ],
+)
+def test_fsync_policy_calls_fsync_as_documented(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    policy: str,
+    after_lines: tuple[int, int],
+    after_sync: tuple[int, int],
+    after_close: tuple[int, int],
+) -> None:
+    fsync = FsyncCounter(monkeypatch)
+    path = tmp_path / "judgments.jsonl"
+    # An interval longer than the test: batch's thread stays out of these counts.
+    journal = Journal(path, fsync=policy, fsync_interval_s=3600)
+    journal.open()
+    for i in range(5):
+        assert journal.append({"n": i})
+    assert fsync.counts() == after_lines
+    assert journal.sync() is (policy == "batch")
+    assert journal.sync() is False  # nothing written since: nothing to sync
+    assert fsync.counts() == after_sync
+    assert journal.append_judgment({"judgment_id": "j", "n": 5})
+    journal.close()
+    assert fsync.counts() == after_close
+    assert journal.fsyncs_total == after_close[0]
+    assert journal.fsync_errors_total == 0
+    assert len(path.read_text().splitlines()) == 6
+
+
+def test_batch_fsyncs_in_the_background_only_after_new_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = FsyncCounter(monkeypatch)
+    journal = Journal(tmp_path / "judgments.jsonl", fsync="batch", fsync_interval_s=0.02)
+    journal.open()
+    assert journal.append({"n": 1})
+    assert journal.append({"n": 2})
+    deadline = time.monotonic() + 5
+    while fsync.file == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fsync.file == 1  # both lines in one fsync
+    time.sleep(0.2)  # ten intervals without a line: no fsync
+    assert fsync.file == 1
+    assert journal.append({"n": 3})
+    deadline = time.monotonic() + 5
+    while fsync.file == 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fsync.file == 2
+    journal.close()
+    assert fsync.file == 2  # nothing left to sync at close
+
+
+def test_batch_syncs_a_rotated_file_before_leaving_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = FsyncCounter(monkeypatch)
+    path = tmp_path / "judgments.jsonl"
+    journal = Journal(path, fsync="batch", fsync_interval_s=3600)
+    journal.open()
+    assert journal.append({"n": 1})
+    path.rename(tmp_path / "judgments.jsonl.1")  # logrotate
+    assert journal.append({"n": 2})
+    # The old file's line was synced before its descriptor closed; the new file's directory too.
+    assert fsync.counts() == (1, 2)
+    journal.close()
+    assert fsync.counts() == (2, 2)
+
+
+def test_a_failed_fsync_is_counted_and_the_line_stays_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "judgments.jsonl"
+    journal = Journal(path, fsync="line")
+    journal.open()
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", eio)
+    assert journal.append_judgment({"judgment_id": "j1"})  # written: no owed line, no duplicate
+    assert journal.fsync_errors_total == 1
+    assert not journal.owes("j1")
+    journal.close()
+    assert len(path.read_text().splitlines()) == 1
+
+
+def test_the_policy_comes_from_cynic_journal_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CYNIC_JOURNAL_FSYNC", raising=False)
+    assert Journal(tmp_path / "a").fsync == "none"  # the default: what the node always did
+    assert Settings.from_env({}).journal_fsync == "none"
+    for raw, policy in (("line", "line"), (" Batch ", "batch"), ("NONE", "none")):
+        monkeypatch.setenv("CYNIC_JOURNAL_FSYNC", raw)
+        assert Journal(tmp_path / "a").fsync == policy  # what the node's api.py builds
+        assert Settings.from_env({"CYNIC_JOURNAL_FSYNC": raw}).journal_fsync == policy
+    monkeypatch.setenv("CYNIC_JOURNAL_FSYNC", "always")
+    with pytest.raises(ConfigError, match="CYNIC_JOURNAL_FSYNC"):
+        Journal(tmp_path / "a")
+    with pytest.raises(ConfigError, match="CYNIC_JOURNAL_FSYNC"):
+        Settings.from_env({"CYNIC_JOURNAL_FSYNC": "always"})
+    with pytest.raises(ValueError, match="fsync must be one of"):
+        Journal(tmp_path / "a", fsync="sometimes")

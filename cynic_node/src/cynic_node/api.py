@@ -154,7 +154,7 @@ def create_app(
     """Build the app; store and llm can be injected (tests), else they follow settings."""
     metrics = Metrics(settings.instance_id)
     hub = EventHub(settings.ws_queue_size, settings.ws_max_clients)
-    journal = Journal(settings.journal_path)
+    journal = Journal(settings.journal_path, fsync=settings.journal_fsync)
     store = store or JudgmentStore(settings)
     llm = llm or OllamaClient(
         settings.ollama_url,

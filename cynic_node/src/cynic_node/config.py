@@ -57,6 +57,22 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+# When judgments.jsonl is fsynced (journal.py): never, about once a second, or each line before
+# its answer. `none` is what the node always did.
+JOURNAL_FSYNC_POLICIES = ("none", "batch", "line")
+JOURNAL_FSYNC_DEFAULT = "none"
+
+
+def journal_fsync_policy(env: Mapping[str, str] | None = None) -> str:
+    """CYNIC_JOURNAL_FSYNC: `none` (default), `batch` or `line`; ConfigError for anything else."""
+    return _choice(
+        os.environ if env is None else env,
+        "CYNIC_JOURNAL_FSYNC",
+        JOURNAL_FSYNC_DEFAULT,
+        JOURNAL_FSYNC_POLICIES,
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_id: str = field(default_factory=socket.gethostname)
@@ -93,6 +109,7 @@ class Settings:
     ws_queue_size: int = 256
     ws_compression: bool = False
     bench_routes: bool = False
+    journal_fsync: str = JOURNAL_FSYNC_DEFAULT
 
     @property
     def journal_path(self) -> Path:
@@ -131,4 +148,5 @@ class Settings:
             ws_queue_size=_int(env, "CYNIC_WS_QUEUE_SIZE", cls.ws_queue_size, 1),
             ws_compression=_bool(env, "CYNIC_WS_COMPRESSION"),
             bench_routes=_bool(env, "CYNIC_BENCH_ROUTES"),
+            journal_fsync=journal_fsync_policy(env),
         )

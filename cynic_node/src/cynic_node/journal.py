@@ -27,6 +27,26 @@ memory, by judgment_id, and written exactly once, when `settle()` (a retry of th
 answered reused) or `flush_owed()` (the service's background retry, or `close()`) can write it.
 A line is removed from what is owed in the same locked step that wrote it, so it is never
 written twice by this process; only the process that created a judgment owes its line.
+
+Disk sync (`fsync`, CYNIC_JOURNAL_FSYNC, the cynic role's `cynic_journal_fsync`): a line
+that write(2) took is in the kernel's page cache, so a killed node loses nothing, but a host
+crash or power loss can lose the lines the kernel had not written back yet (about 30 s worth
+with Linux's default dirty_expire_centisecs). The policy says when the journal calls os.fsync:
+
+- `none` (the default, what the node always did): never. Durable against a killed process only.
+- `batch`: a background thread fsyncs the file at most once per `fsync_interval_s` (1 s), and
+  only when lines were written since the last fsync; close() and a rotation (before the old
+  descriptor is closed) fsync what is left. An acknowledged line can be lost to a host crash
+  for at most about that interval; appends never wait for the disk.
+- `line`: one fsync per line written, before append() returns, so before the node answers
+  200: no acknowledged line is lost to a crash. Each append waits for the disk, and appends of
+  this process wait for each other's fsync (other processes do not: the fsync runs after the
+  flock is released).
+
+`batch` and `line` also fsync the directory each time the file is opened, so that a file
+created (first start, after a rotation) is not lost with its directory entry. A failed fsync
+is logged and counted (`fsync_errors_total`); the line stays written (appending it again would
+duplicate it), and the append still counts as done.
 """
 
 from __future__ import annotations
@@ -44,6 +64,8 @@ from typing import Any
 
 import orjson
 
+from cynic_node.config import JOURNAL_FSYNC_POLICIES, journal_fsync_policy
+
 log = logging.getLogger(__name__)
 
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
@@ -60,11 +82,32 @@ class _ShortWrite(Exception):
 # Owed lines kept at most (about 600 bytes each); beyond, the oldest are given up (logged).
 MAX_OWED = 100_000
 _TAIL_CHUNK = 64 * 1024
+# `batch`: seconds between two fsyncs at most (when lines were written in between).
+FSYNC_BATCH_INTERVAL_S = 1.0
 
 
 class Journal:
-    def __init__(self, path: Path, max_owed: int = MAX_OWED) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_owed: int = MAX_OWED,
+        fsync: str | None = None,
+        fsync_interval_s: float = FSYNC_BATCH_INTERVAL_S,
+    ) -> None:
+        """fsync: `none`, `batch` or `line` (module docstring); None reads CYNIC_JOURNAL_FSYNC
+        the way Settings does (config.journal_fsync_policy), default `none`."""
         self.path = path
+        self.fsync = journal_fsync_policy() if fsync is None else fsync
+        if self.fsync not in JOURNAL_FSYNC_POLICIES:
+            allowed = ", ".join(JOURNAL_FSYNC_POLICIES)
+            raise ValueError(f"fsync must be one of {allowed}, got {self.fsync!r}")
+        self.fsync_interval_s = fsync_interval_s
+        self.fsyncs_total = 0  # of the file (not counting the directory's)
+        self.fsync_errors_total = 0
+        # batch: lines written since the last fsync; the thread that fsyncs them.
+        self._dirty = False
+        self._syncer: threading.Thread | None = None
+        self._stop_syncer = threading.Event()
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of _fd's file
         self._lock = threading.Lock()
@@ -91,6 +134,8 @@ class Journal:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             st = os.fstat(self._fd)
             self._inode = (st.st_dev, st.st_ino)
+            if self.fsync != "none":
+                self._fsync_directory()
         except OSError as exc:
             # The node still runs; the write path retries the open and counts the error.
             log.error("cannot open %s: %s", self.path, exc)
@@ -99,6 +144,9 @@ class Journal:
 
     def _drop(self) -> None:
         if self._fd is not None:
+            if self._dirty:  # batch: lines not synced yet (a rotated file, an error, close)
+                self._dirty = False
+                self._fsync_fd(self._fd)
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
@@ -112,14 +160,82 @@ class Journal:
             return True
         return (st.st_dev, st.st_ino) != self._inode
 
+    def _fsync_fd(self, fd: int) -> bool:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self.fsync_errors_total += 1
+            log.error("cannot fsync %s: %s", self.path, exc)
+            return False
+        self.fsyncs_total += 1
+        return True
+
+    def _fsync_directory(self) -> None:
+        try:
+            dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            log.error("cannot open %s to fsync it: %s", self.path.parent, exc)
+            return
+        try:
+            os.fsync(dfd)
+        except OSError as exc:
+            self.fsync_errors_total += 1
+            log.error("cannot fsync %s: %s", self.path.parent, exc)
+        finally:
+            os.close(dfd)
+
+    def _written(self) -> None:
+        """After a line went out whole: what the fsync policy asks for."""
+        if self.fsync == "line":
+            assert self._fd is not None
+            self._fsync_fd(self._fd)
+        elif self.fsync == "batch":
+            self._dirty = True
+            if not self._stop_syncer.is_set() and (
+                self._syncer is None or not self._syncer.is_alive()
+            ):
+                self._syncer = threading.Thread(
+                    target=self._sync_loop, name="journal-fsync", daemon=True
+                )
+                self._syncer.start()
+
+    def _sync_loop(self) -> None:
+        while not self._stop_syncer.wait(self.fsync_interval_s):
+            self.sync()
+
+    def sync(self) -> bool:
+        """fsync the lines written since the last fsync (what `batch` does each interval);
+        True when there were any. The fsync runs on a duplicate of the descriptor, outside the
+        lock, so that appends do not wait for the disk."""
+        with self._lock:
+            if not self._dirty or self._fd is None:
+                return False
+            try:
+                fd = os.dup(self._fd)
+            except OSError as exc:
+                log.error("cannot fsync %s: %s", self.path, exc)
+                return False
+            self._dirty = False
+        try:
+            self._fsync_fd(fd)
+        finally:
+            os.close(fd)
+        return True
+
     def close(self) -> None:
         """Write what is owed if the file takes it, then close; what is still owed is logged
-        in full (one ERROR line each): an operator can append those lines by hand."""
+        in full (one ERROR line each): an operator can append those lines by hand. `batch`:
+        the lines not synced yet are fsynced first."""
+        self._stop_syncer.set()
+        if self._syncer is not None:  # outside the lock: its last sync() takes it
+            self._syncer.join(timeout=30)
+            self._syncer = None
         with self._lock:
             self._flush_locked()
             for line in self._owed.values():
                 log.error("judgment never journaled: %s", line.decode().rstrip("\n"))
             self._drop()
+            self._stop_syncer.clear()  # an append after close() starts a new one
 
     def append(self, entry: dict[str, Any]) -> bool:
         """Append one JSON line; False (logged, counted, `last_error` set) if it was not written.
@@ -209,6 +325,7 @@ class Journal:
                     break
                 continue  # nothing was written: retry once on a new descriptor
             self.last_error = None
+            self._written()
             return True
         self.errors_total += 1
         return False
