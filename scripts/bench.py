@@ -47,11 +47,13 @@ from benchlib import (  # noqa: E402  (after the path it needs)
     SETTLE_MAX_S,
     Lab,
     Target,
+    add_ramp_arguments,
     fmt,
     loadavg,
     log,
     playbook,
     steps_table,
+    write_raw,
 )
 
 INVENTORY = ROOT / "inventories" / "lab"
@@ -153,18 +155,13 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
     lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    raw = {"info": info, "targets": [{"key": t.key, "title": t.title, "url": t.url + t.path, "best": t.best,
-                                      "first_fail": t.first_fail, "steps": t.steps} for t in targets]}
-    out.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    write_raw(out, targets, info)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench-cluster.md")
-    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per step")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per step")
-    parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier of the ramp")
-    parser.add_argument("--bisections", type=int, default=2)
+    add_ramp_arguments(parser, duration=6.0, warmup=2.0, factor=1.5)
     parser.add_argument("--max-rate", type=int, default=20000)
     args = parser.parse_args()
 

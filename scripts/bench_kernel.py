@@ -37,7 +37,21 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "module_utils"))
 import cynic_workload  # noqa: E402  (after the paths it needs)
-from benchlib import ENGINE_DIR, ROOT, Lab, Target, fmt, loadavg, log, playbook, run, steps_table  # noqa: E402
+from benchlib import (  # noqa: E402
+    ENGINE_DIR,
+    ROOT,
+    Lab,
+    Target,
+    add_ramp_arguments,
+    fmt,
+    loadavg,
+    log,
+    playbook,
+    read_raw,
+    run,
+    steps_table,
+    write_raw,
+)
 
 CONTAINER = "cynic-kernel-bench"
 SCENARIO = ROOT / "molecule" / "kernel"
@@ -344,29 +358,22 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    raw = {"info": info, "targets": [{"key": t.key, "title": t.title, "url": t.url + t.path, "best": t.best,
-                                      "first_fail": t.first_fail, "steps": t.steps} for t in targets]}
-    out.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    write_raw(out, targets, info)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench-kernel.md")
     parser.add_argument("--p99-ms", type=float, default=500.0, help="the objective's p99 limit")
-    parser.add_argument("--duration", type=float, default=12.0, help="measured seconds per step")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per step")
-    parser.add_argument("--factor", type=float, default=1.3, help="rate multiplier of the ramp")
-    parser.add_argument("--bisections", type=int, default=2)
+    add_ramp_arguments(parser, duration=12.0, warmup=3.0, factor=1.3)
     parser.add_argument("--dup-duration", type=float, default=40.0, help="seconds of each duplicates run")
     parser.add_argument("--keep", action="store_true", help="leave the container running")
     parser.add_argument("--no-converge", action="store_true", help="the container is already converged")
     parser.add_argument("--report-from", type=Path, help="write the report again from a run's .json, run nothing")
     args = parser.parse_args()
     if args.report_from:
-        raw = json.loads(args.report_from.read_text())
-        targets = [Target(t["key"], t["title"], "", "", 0, steps=t["steps"], best=t["best"], first_fail=t["first_fail"])
-                   for t in raw["targets"]]
-        write_report(args.out, targets, raw["info"])
+        targets, info = read_raw(args.report_from)
+        write_report(args.out, targets, info)
         return 0
 
     started = time.monotonic()

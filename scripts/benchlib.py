@@ -10,6 +10,7 @@ all-requests latency at the timeout, so a step that drops more than 1% shows it 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -259,6 +260,29 @@ class Lab:
             else:
                 hi = mid
         target.best, target.first_fail = lo, hi
+
+
+def add_ramp_arguments(parser: argparse.ArgumentParser, duration: float, warmup: float, factor: float) -> None:
+    """The ramp's options, with each bench's own defaults."""
+    parser.add_argument("--duration", type=float, default=duration, help="measured seconds per step")
+    parser.add_argument("--warmup", type=float, default=warmup, help="warm-up seconds per step")
+    parser.add_argument("--factor", type=float, default=factor, help="rate multiplier of the ramp")
+    parser.add_argument("--bisections", type=int, default=2)
+
+
+def write_raw(out: Path, targets: list[Target], info: dict[str, Any]) -> None:
+    """Every figure of the run, beside the report: OUT with the suffix .json."""
+    raw = {"info": info, "targets": [{"key": t.key, "title": t.title, "url": t.url + t.path, "best": t.best,
+                                      "first_fail": t.first_fail, "steps": t.steps} for t in targets]}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+
+
+def read_raw(path: Path) -> tuple[list[Target], dict[str, Any]]:
+    """The targets (with their steps) and the info of a run that write_raw saved."""
+    raw = json.loads(path.read_text())
+    targets = [Target(t["key"], t["title"], t["url"], "", 0, steps=t["steps"], best=t["best"],
+                      first_fail=t["first_fail"]) for t in raw["targets"]]
+    return targets, raw["info"]
 
 
 def steps_table(targets: list[Target]) -> list[str]:
