@@ -56,7 +56,7 @@ import traceback
 from fractions import Fraction
 from urllib.parse import urlsplit
 
-from .cynic_workload import CellAudit, Workload, WorkloadError, compare_q_scores, normalize_corpus
+from .cynic_workload import CellAudit, Workload, WorkloadError, compare_q_scores
 
 try:
     import aiohttp
@@ -135,32 +135,25 @@ class LoadConfig(object):
         self.saturation_rate_tolerance = float(saturation_rate_tolerance)
         self.instance_header = instance_header or INSTANCE_HEADER
         self.use_uvloop = bool(use_uvloop)
-        # A corpus replaces the body template: see cynic_workload.py.
-        self.cells = cells
-        self.repeat_share = float(repeat_share or 0.0)
-        self.concurrent_share = float(0.5 if concurrent_share is None else concurrent_share)
-        self.mark_cells = bool(mark_cells)
-        self.id_field = id_field if id_field is not None else 'judgment_id'
         # q_by_text of an earlier run of the same corpus at rest, to compare this run's Q-Scores with.
         self.q_at_rest = q_at_rest
+        self.id_field = id_field if id_field is not None else 'judgment_id'
         self._validate()
-        if self.cells is not None:
+        # A corpus replaces the body template: the plan of which cell each request sends
+        # (cynic_workload.py), made once here, where it is checked, and used by the run.
+        self.workload = None
+        if cells is not None:
             try:
-                self.cells = normalize_corpus(self.cells)
-                self.workload()  # checks the shares
+                self.workload = Workload(cells, self.warmup_planned + self.planned, self.run_id,
+                                         repeat_share=float(repeat_share or 0.0),
+                                         concurrent_share=float(0.5 if concurrent_share is None else concurrent_share),
+                                         mark=bool(mark_cells))
             except WorkloadError as exc:
                 raise LoadError(str(exc)) from None
             if self.method in ('GET', 'HEAD'):
                 raise LoadError('cells are sent as request bodies: method %s sends none' % self.method)
-        if self.q_at_rest is not None and (self.cells is None or not isinstance(self.q_at_rest, dict)):
+        if self.q_at_rest is not None and (self.workload is None or not isinstance(self.q_at_rest, dict)):
             raise LoadError('q_at_rest is the q_by_text dict of an earlier run of the same cells, and needs cells')
-
-    def workload(self):
-        """The plan of this run over ``cells`` (None without a corpus)."""
-        if self.cells is None:
-            return None
-        return Workload(self.cells, self.warmup_planned + self.planned, self.run_id, repeat_share=self.repeat_share,
-                        concurrent_share=self.concurrent_share, mark=self.mark_cells)
 
     def _validate(self):
         if not (self.url.startswith('http://') or self.url.startswith('https://')):
@@ -384,7 +377,7 @@ class _Run(object):
         self.path_parts = None
         if _PLACEHOLDER_I in self.url:
             self.path_parts = self.url.split(_PLACEHOLDER_I)
-        self.workload = config.workload()
+        self.workload = config.workload
         self.audit = CellAudit(self.workload, config.id_field) if self.workload is not None else None
         self.body_parts = None if self.workload is not None else _template_parts(config.body, config.run_id)
         self.const_body = None
@@ -856,7 +849,7 @@ def plan(config):
         'generator_saturated': False,
         'threshold_failures': [],
     })
-    workload = config.workload()
+    workload = config.workload
     if workload is not None:
         facts['workload'] = workload.describe()
     return facts
