@@ -102,5 +102,7 @@ def app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as c:
+    # A loopback peer (TestClient's default, "testclient", is no address): CYNIC_METRICS_ALLOW's
+    # default lets it read /metrics, as it lets a scraper on the node's host.
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as c:
         yield c

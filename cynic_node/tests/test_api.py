@@ -241,7 +241,7 @@ def test_websocket_clients_are_capped_per_instance(tmp_path: Path) -> None:
         ws_max_clients=2,
         retry_after_s=7,
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as c:  # may scrape
         with c.websocket_connect("/ws/stream") as a, c.websocket_connect("/ws/stream") as b:
             assert a.receive_json()["type"] == b.receive_json()["type"] == "connected"
             with pytest.raises(WebSocketDenialResponse) as refused:

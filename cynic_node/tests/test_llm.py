@@ -57,7 +57,7 @@ def make_client(tmp_path: Path, handler: Handler) -> TestClient:
     llm = OllamaClient(
         settings.ollama_url, settings.model, 5.0, transport=httpx.MockTransport(handler)
     )
-    return TestClient(create_app(settings, llm=llm))
+    return TestClient(create_app(settings, llm=llm), client=("127.0.0.1", 50000))  # may scrape
 
 
 @pytest.fixture

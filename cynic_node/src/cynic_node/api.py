@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from cynic_node import __version__
-from cynic_node.config import Settings
+from cynic_node.config import IPNetwork, Settings, metrics_networks
 from cynic_node.events import EventHub
 from cynic_node.journal import Journal, JournalUnavailable
 from cynic_node.llm import OllamaClient
@@ -117,6 +118,24 @@ class EdgeMiddleware:
         return wrapper
 
 
+def _peer_allowed(networks: tuple[IPNetwork, ...] | None, client: Any) -> bool:
+    """Whether the peer in scope["client"] may read /metrics (networks None: everyone).
+
+    The ASGI peer, never an X-Forwarded-For header read here: uvicorn replaces it with the
+    forwarded address only when the TCP peer is one of its trusted proxies (--proxy-headers,
+    --forwarded-allow-ips), taking the nearest untrusted hop, which a client cannot forge.
+    """
+    if networks is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(client[0])
+    except (TypeError, IndexError, ValueError):
+        return False  # no peer (a Unix socket) or not an address: nothing the list can allow
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack socket's IPv4 client matches its IPv4 entry
+    return any(ip in network for network in networks)
+
+
 def _unavailable(settings: Settings, detail: str) -> JSONResponse:
     return JSONResponse(
         {"detail": detail},
@@ -163,6 +182,7 @@ def create_app(
         max_concurrency=settings.llm_max_concurrency,
     )
     service = JudgmentService(settings.instance_id, store, journal, hub, metrics, llm)
+    metrics_readers = metrics_networks(settings.metrics_allow)
     started_at = time.monotonic()
 
     @asynccontextmanager
@@ -255,7 +275,9 @@ def create_app(
         return JSONResponse(body, status_code=code, headers=headers)
 
     @app.get("/metrics")
-    async def metrics_route() -> Response:
+    async def metrics_route(request: Request) -> Response:
+        if not _peer_allowed(metrics_readers, request.scope.get("client")):
+            return JSONResponse({"detail": "metrics not available to this address"}, 403)
         text = metrics.render(
             storage_errors=store.errors_total,
             journal_errors=journal.errors_total,
@@ -367,7 +389,7 @@ async def _serve_stream(
 
 
 def _classify(message: Message, max_bytes: int) -> str:
-    """"ping", "too_big" or "drop" for a client message, at the least cost that decides it.
+    """ "ping", "too_big" or "drop" for a client message, at the least cost that decides it.
 
     The only message a client may send is {"type": "ping"}. A text that does not even contain
     "ping" is dropped without being parsed; the rest is at most max_bytes of JSON to parse.

@@ -7,8 +7,10 @@ environment, never from a command line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,46 @@ def journal_fsync_policy(env: Mapping[str, str] | None = None) -> str:
     )
 
 
+def surreal_ssl_context(ca_file: str) -> ssl.SSLContext | None:
+    """SURREAL_CA_FILE: the TLS context that verifies SurrealDB's certificate (wss://) against
+    that PEM CA bundle, host name (or IP address SAN) included; None when empty: the system's
+    trust store. ConfigError when the file cannot be read or holds no certificate, so that a
+    typo stops the node at start instead of making every connection fail."""
+    if not ca_file:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # FileNotFoundError, IsADirectoryError, ssl.SSLError (not PEM)
+        raise ConfigError(
+            f"SURREAL_CA_FILE {ca_file!r} is not a readable PEM CA bundle: {exc}"
+        ) from exc
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+METRICS_ALLOW_DEFAULT = "127.0.0.1,::1"
+METRICS_ALLOW_ANY = "*"
+
+
+def metrics_networks(value: str) -> tuple[IPNetwork, ...] | None:
+    """CYNIC_METRICS_ALLOW: IP addresses and CIDR networks, comma-separated, that may read
+    /metrics; None for `*` (everyone). ConfigError naming the first entry that is neither."""
+    if value.strip() == METRICS_ALLOW_ANY:
+        return None
+    networks = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            # strict: 10.0.0.1/8 is refused rather than silently widened to 10.0.0.0/8.
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as exc:
+            raise ConfigError(
+                f"CYNIC_METRICS_ALLOW: {entry!r} is not an IP address or CIDR network ({exc}); "
+                f"use {METRICS_ALLOW_ANY} alone to allow everyone"
+            ) from exc
+    if not networks:
+        raise ConfigError(f"CYNIC_METRICS_ALLOW lists no address, got {value!r}")
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_id: str = field(default_factory=socket.gethostname)
@@ -86,6 +128,8 @@ class Settings:
     surreal_auth_level: str = "root"
     surreal_ns: str = "cynic"
     surreal_db: str = "cynic"
+    # PEM CA bundle for a wss:// SURREAL_URL (surreal_ssl_context); empty: the system's.
+    surreal_ca_file: str = ""
     # Connections to SurrealDB. One WebSocket already multiplexes concurrent calls; a second
     # one lets the server work on two requests at once when it handles a socket serially.
     surreal_pool_size: int = 2
@@ -110,6 +154,8 @@ class Settings:
     ws_compression: bool = False
     bench_routes: bool = False
     journal_fsync: str = JOURNAL_FSYNC_DEFAULT
+    # Who may read /metrics (metrics_networks): loopback unless configured.
+    metrics_allow: str = METRICS_ALLOW_DEFAULT
 
     @property
     def journal_path(self) -> Path:
@@ -119,6 +165,10 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = env.get("CYNIC_HOME", "").strip()
+        ca_file = env.get("SURREAL_CA_FILE", "").strip()
+        surreal_ssl_context(ca_file)  # fail at start, not at the first connection
+        metrics_allow = env.get("CYNIC_METRICS_ALLOW", "").strip() or cls.metrics_allow
+        metrics_networks(metrics_allow)
         return cls(
             instance_id=env.get("INSTANCE_ID", "").strip() or socket.gethostname(),
             cynic_home=Path(home) if home else Path.home() / ".cynic",
@@ -130,14 +180,13 @@ class Settings:
             ),
             surreal_ns=env.get("SURREAL_NS", "").strip() or cls.surreal_ns,
             surreal_db=env.get("SURREAL_DB", "").strip() or cls.surreal_db,
+            surreal_ca_file=ca_file,
             surreal_pool_size=_int(env, "SURREAL_POOL_SIZE", cls.surreal_pool_size, 1),
             store_timeout_s=_float(env, "CYNIC_STORE_TIMEOUT_S", cls.store_timeout_s, 0.01),
             ollama_url=(env.get("OLLAMA_URL", "").strip() or cls.ollama_url).rstrip("/"),
             model=env.get("CYNIC_MODEL", "").strip() or cls.model,
             llm_timeout_s=_float(env, "CYNIC_LLM_TIMEOUT_S", cls.llm_timeout_s, 0.01),
-            llm_max_concurrency=_int(
-                env, "CYNIC_LLM_MAX_CONCURRENCY", cls.llm_max_concurrency, 1
-            ),
+            llm_max_concurrency=_int(env, "CYNIC_LLM_MAX_CONCURRENCY", cls.llm_max_concurrency, 1),
             max_body_bytes=_int(env, "CYNIC_MAX_BODY_BYTES", cls.max_body_bytes, 64),
             retry_after_s=_int(env, "CYNIC_RETRY_AFTER_S", cls.retry_after_s, 1),
             ws_ping_interval_s=_float(env, "CYNIC_WS_PING_S", cls.ws_ping_interval_s, 0.01),
@@ -149,4 +198,5 @@ class Settings:
             ws_compression=_bool(env, "CYNIC_WS_COMPRESSION"),
             bench_routes=_bool(env, "CYNIC_BENCH_ROUTES"),
             journal_fsync=journal_fsync_policy(env),
+            metrics_allow=metrics_allow,
         )

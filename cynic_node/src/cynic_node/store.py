@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,7 @@ from surrealdb.data.cbor import encode as sdk_encode
 from surrealdb.errors import parse_query_error, parse_rpc_error
 from websockets.exceptions import WebSocketException
 
-from cynic_node.config import Settings
+from cynic_node.config import Settings, surreal_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,21 @@ class _LeanWsConnection(AsyncWsSurrealConnection):
     query_fast(), every call, and the protocol, are the SDK's.
     """
 
+    # wss:// only (websockets refuses a context for ws://): SURREAL_CA_FILE's CA; None, the
+    # websockets default, verifies against the system's trust store.
+    ssl_context: ssl.SSLContext | None = None
+
     async def connect(self, url: str | None = None) -> None:
         if self.socket:
             return
+        tls: dict[str, Any] = {} if self.ssl_context is None else {"ssl": self.ssl_context}
         self.socket = await websockets.connect(
             self.raw_url,
             max_size=None,
             subprotocols=[websockets.Subprotocol("cbor")],
             compression=None,
             proxy=None,
+            **tls,
         )
         self.loop = asyncio.get_running_loop()
         self.recv_task = asyncio.create_task(self._recv_task())
@@ -173,9 +180,13 @@ class _LeanWsConnection(AsyncWsSurrealConnection):
             self.qry.pop(request_id, None)
 
 
-def _open(url: str) -> Any:
-    if url.split(":", 1)[0].lower() in {"ws", "wss"}:
-        return _LeanWsConnection(url)
+def _open(url: str, ssl_context: ssl.SSLContext | None) -> Any:
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in {"ws", "wss"}:
+        db = _LeanWsConnection(url)
+        if scheme == "wss":
+            db.ssl_context = ssl_context
+        return db
     return AsyncSurreal(url)  # embedded engines (tests) and HTTP
 
 
@@ -191,8 +202,11 @@ def _credentials(s: Settings) -> dict[str, Any]:
 class _Slot:
     """One pooled connection, made on demand and replaced when it breaks."""
 
-    def __init__(self, settings: Settings, index: int) -> None:
+    def __init__(
+        self, settings: Settings, index: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._settings = settings
+        self._ssl_context = ssl_context
         self.index = index
         self.embedded = not _is_network_url(settings.surreal_url)
         self.db: Any = None
@@ -226,7 +240,7 @@ class _Slot:
 
     async def _connect(self) -> Any:
         s = self._settings
-        db = _open(s.surreal_url)
+        db = _open(s.surreal_url, self._ssl_context)
         try:
             async with asyncio.timeout(s.store_timeout_s):
                 await db.connect(s.surreal_url)  # the URL again: the SDK types require it
@@ -242,6 +256,15 @@ class _Slot:
             await _close_quietly(db)
             log.error("SurrealDB refused the sign-in as %r: %s", s.surreal_user, exc)
             raise StoreUnavailable(f"SurrealDB sign-in refused: {exc}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            # A wrong CA, an expired certificate, or one for another name or IP address: not
+            # a network failure, and the log line has to say so.
+            await _close_quietly(db)
+            reason = exc.verify_message or str(exc)
+            log.error(
+                "SurrealDB TLS certificate verification failed (%s): %s", s.surreal_url, reason
+            )
+            raise StoreUnavailable(f"SurrealDB certificate verification failed: {reason}") from exc
         except (OSError, TimeoutError, ServerError, RuntimeError, ValueError) as exc:
             # OSError covers refused connections and websockets' handshake errors
             # (InvalidHandshake is not one, but it arrives as ValueError/RuntimeError
@@ -494,7 +517,9 @@ class JudgmentStore:
         # An embedded engine (mem://, surrealkv://) opened twice is two separate databases:
         # one connection there. Over the network, a few.
         size = settings.surreal_pool_size if _is_network_url(settings.surreal_url) else 1
-        self._slots = [_Slot(settings, i) for i in range(size)]
+        # Loaded once for all the connections (from_env has already checked it loads).
+        ssl_context = surreal_ssl_context(settings.surreal_ca_file)
+        self._slots = [_Slot(settings, i, ssl_context) for i in range(size)]
         self._next = itertools.cycle(self._slots)
         self._watchdog: asyncio.Task[None] | None = None
         self._table_ready = False
