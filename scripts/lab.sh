@@ -5,6 +5,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=cynic-lab
 IMAGE=${IMAGE:-cynic-lab/debian12:latest}
 LB_PORT=${CYNIC_LAB_PORT:-18080}  # published on the host's loopback only
+LB_TLS_PORT=${CYNIC_LAB_TLS_PORT:-18443}
+LAB_CA="$ROOT/.cache/lab-ca/ca.crt"  # the lab's test CA (inventories/lab, tests/standins/prepare.yml)
 cd "$ROOT"
 
 down() {
@@ -19,7 +21,7 @@ up() {
       --cap-add SYS_ADMIN --cgroupns host --security-opt seccomp=unconfined \
       --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
       -v "$ROOT/.cache/wheelhouse:/opt/wheelhouse:ro" \
-      -p "127.0.0.1:$LB_PORT:80" \
+      -p "127.0.0.1:$LB_PORT:80" -p "127.0.0.1:$LB_TLS_PORT:443" \
       "$IMAGE" /lib/systemd/systemd >/dev/null
   fi
   echo "==> preparing the stand-ins (lab only)"
@@ -34,10 +36,10 @@ summary() {
   echo "== CYNIC lab: what runs in container $NAME =="
   docker exec "$NAME" sh -c 'systemctl list-units --no-legend --plain "surrealdb*" "ollama*" "cynic@*" "nginx*" | sed "s/^/  /"'
   if docker exec "$NAME" test -x /usr/local/bin/surreal; then
-    echo "  SurrealDB: $(docker exec "$NAME" curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/health) from /health at 127.0.0.1:8000 inside the container"
+    echo "  SurrealDB: $(docker exec "$NAME" curl -s -o /dev/null -w '%{http_code}' --cacert /etc/surrealdb/tls/ca.crt https://127.0.0.1:8000/health) from /health at https://127.0.0.1:8000 inside the container (TLS, lab CA)"
   fi
   if docker exec "$NAME" grep -qs "upstream cynic" /etc/nginx/nginx.conf; then
-    echo "  Load balancer: http://127.0.0.1:$LB_PORT"
+    echo "  Load balancer: http://127.0.0.1:$LB_PORT and https://127.0.0.1:$LB_TLS_PORT (curl --cacert $LAB_CA)"
     echo "  Try: curl -s -X POST http://127.0.0.1:$LB_PORT/judge -H 'Content-Type: application/json' \\"
     echo "         -d '{\"content\": \"def add(a, b): return a + b\", \"reality\": \"CODE\"}'"
   fi

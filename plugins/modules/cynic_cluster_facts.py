@@ -82,6 +82,11 @@ options:
       - Check TLS certificates of C(https) URLs.
     type: bool
     default: true
+  ca_path:
+    description:
+      - PEM file of the CA to check C(https) certificates against, on the host the module runs on (for example the
+        test CA of a SurrealDB with its own certificate). Without it, the host's trust store.
+    type: path
   use_proxy:
     description:
       - Use the proxy of the environment. Off by default since the instances and SurrealDB are internal addresses.
@@ -290,7 +295,7 @@ def _get(url, params, data=None, headers=None, method='GET', **kwargs):
     try:
         resp = open_url(url, data=data, headers=headers, method=method, timeout=params['timeout'],
                         validate_certs=params['validate_certs'], use_proxy=params['use_proxy'],
-                        use_netrc=False, follow_redirects='none', **kwargs)
+                        ca_path=params['ca_path'], use_netrc=False, follow_redirects='none', **kwargs)
         return resp.getcode(), to_text(resp.read(), errors='surrogate_or_replace')
     except urllib.error.HTTPError as exc:
         try:
@@ -417,6 +422,7 @@ def argument_spec():
         accept_degraded=dict(type='bool', default=True),
         timeout=dict(type='float', default=5),
         validate_certs=dict(type='bool', default=True),
+        ca_path=dict(type='path'),
         use_proxy=dict(type='bool', default=False),
         surreal_url=dict(type='str'),
         surreal_user=dict(type='str', default='root'),

@@ -29,6 +29,25 @@ APPS = (APP1, APP2)
 INSTANCES = {APP1: {"1": 8001, "2": 8002}, APP2: {"1": 8001, "2": 8002}}
 INSTANCE_IDS = sorted(f"{h}-{i}" for h, ids in INSTANCES.items() for i in ids)
 SECRET_VAR = "surrealdb_root_password"
+APP_SECRET_VAR = "surrealdb_app_password"
+# SurrealDB serves TLS from the scenario's test CA; each tier holds the CA where its role put it.
+SURREAL = f"https://{ADDRESS[DATA]}:8000"
+SURREAL_CA = {DATA: "/etc/surrealdb/tls/ca.crt", APP1: "/etc/cynic/surreal-ca.pem", APP2: "/etc/cynic/surreal-ca.pem"}
+
+
+def surreal_sql(host, name: str, statement: str, auth: tuple[str, str] | None = None,
+                database_user: bool = False, path: str = "/sql") -> tuple[str, str]:
+    """(HTTP status, body) of a SurrealQL statement sent from host `name` over TLS, verified against its CA.
+    database_user: Basic credentials checked at the cynic database's level, as the instances' user signs in."""
+    headers = "-H 'Accept: application/json' -H 'Surreal-NS: cynic' -H 'Surreal-DB: cynic'"
+    if database_user:
+        headers += " -H 'Surreal-Auth-NS: cynic' -H 'Surreal-Auth-DB: cynic'"
+    args = ([f"{auth[0]}:{auth[1]}"] if auth else []) + [statement]
+    out = host.check_output(
+        f"curl -s --cacert {SURREAL_CA[name]} -w '\\n%%{{http_code}}' {headers} {'-u %s' if auth else ''} "
+        f"--data-binary %s {SURREAL}{path}", *args)
+    body, _newline, status = out.rpartition("\n")
+    return status, body
 
 
 def run_playbook(playbook: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -52,5 +71,12 @@ def cluster(request):
 @pytest.fixture(scope="session")
 def secret(cluster):
     value = cluster[DATA].ansible.get_variables()[SECRET_VAR]
+    assert len(value) >= 12
+    return value
+
+
+@pytest.fixture(scope="session")
+def app_secret(cluster):
+    value = cluster[DATA].ansible.get_variables()[APP_SECRET_VAR]
     assert len(value) >= 12
     return value

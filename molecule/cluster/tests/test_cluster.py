@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import ADDRESS, APP1, APP2, APPS, DATA, INSTANCE_IDS, INSTANCES, LB, record, run_playbook, run_py
+from conftest import (ADDRESS, APP1, APP2, APPS, DATA, INSTANCE_IDS, INSTANCES, LB, SURREAL, SURREAL_CA, record,
+                      run_playbook, run_py, surreal_sql)
 
 testinfra_hosts = [f"ansible://{LB}"]
 
@@ -60,7 +61,7 @@ def test_surrealdb_and_ollama_listen_only_on_the_private_address(cluster):
     assert listeners(data, 11434) == {ADDRESS[DATA]}
     # Reachable from an app host at that address, not on the data host's loopback.
     app = cluster[APP1]
-    assert app.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://{ADDRESS[DATA]}:8000/health") == "200"
+    assert app.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {SURREAL_CA[APP1]} {SURREAL}/health") == "200"
     assert app.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://{ADDRESS[DATA]}:11434/api/version") == "200"
     for port in (8000, 11434):
         assert data.run(f"curl -s -m 2 http://127.0.0.1:{port}/").rc != 0, port
@@ -80,7 +81,9 @@ def test_instances_listen_on_their_private_address_and_reach_the_shared_services
 def test_instances_use_the_data_hosts_private_address(cluster):
     for name in APPS:
         env = cluster[name].file("/etc/cynic/cynic.env").content_string
-        assert f'SURREAL_URL="ws://{ADDRESS[DATA]}:8000/rpc"' in env
+        assert f'SURREAL_URL="wss://{ADDRESS[DATA]}:8000/rpc"' in env
+        assert 'SURREAL_CA_FILE="/etc/cynic/surreal-ca.pem"' in env
+        assert 'SURREAL_AUTH_LEVEL="database"' in env and 'SURREAL_USER="cynic"' in env
         assert f'OLLAMA_URL="http://{ADDRESS[DATA]}:11434"' in env
         unit = cluster[name].file("/etc/systemd/system/cynic@.service").content_string
         assert f"--forwarded-allow-ips={ADDRESS[LB]}" in unit
@@ -117,11 +120,10 @@ def test_judgment_created_on_an_app_host_is_stored_on_the_data_host(host, cluste
             headers={"Content-Type": "application/json"})
         print(urllib.request.urlopen(req, timeout=10).read().decode())
     """)
-    stored = json.loads(cluster[APP2].check_output(
-        "curl -sf -u root:%s -H 'Accept: application/json' -H 'Surreal-NS: cynic' -H 'Surreal-DB: cynic' "
-        "--data-binary %s http://%s:8000/sql",
-        secret, f"SELECT judgment_id, instance_id FROM judgment WHERE cell_id = '{answer['cell_id']}';", ADDRESS[DATA],
-    ))
+    status, body = surreal_sql(cluster[DATA], DATA, f"SELECT judgment_id, instance_id FROM judgment WHERE cell_id = "
+                               f"'{answer['cell_id']}';", auth=("root", secret))
+    assert status == "200", body
+    stored = json.loads(body)
     assert stored[-1]["result"] == [{"judgment_id": answer["judgment_id"], "instance_id": answer["instance_id"]}]
 
 

@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from conftest import ADDRESS, APP1, APP2, DATA, INSTANCES, LB, record, run_playbook, run_py
+from conftest import APP1, APP2, APPS, DATA, INSTANCES, LB, record, run_playbook, run_py, surreal_sql
 
 testinfra_hosts = [f"ansible://{LB}"]
 
@@ -106,23 +106,51 @@ def test_secret_is_not_in_ansible_output_and_converge_changes_nothing(secret):
 
 
 def test_surrealdb_refuses_anonymous_and_wrong_password(cluster, secret):
-    app = cluster[APP1]
-    sql = (f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Accept: application/json' -H 'Surreal-NS: cynic' "
-           f"-H 'Surreal-DB: cynic' --data-binary 'SELECT * FROM judgment LIMIT 1;' AUTH http://{ADDRESS[DATA]}:8000/sql")
-    anonymous = app.check_output(sql.replace("AUTH", ""))
-    wrong = app.check_output(sql.replace("AUTH", "-u root:not-the-password"))
-    right = app.check_output(sql.replace("AUTH", f"-u root:{secret}"))
+    data = cluster[DATA]
+    statement = "SELECT * FROM judgment LIMIT 1;"
+    anonymous = surreal_sql(data, DATA, statement)[0]
+    wrong = surreal_sql(data, DATA, statement, auth=("root", "not-the-password"))[0]
+    right = surreal_sql(data, DATA, statement, auth=("root", secret))[0]
     record("surrealdb auth", {"anonymous": anonymous, "wrong_password": wrong, "right_password": right})
     assert anonymous in ("401", "403")
     assert wrong == "401"
     assert right == "200"
     # The RPC endpoint the instances use refuses an anonymous query too.
-    rpc = json.loads(app.check_output(
-        "curl -s -H 'Content-Type: application/json' -H 'Accept: application/json' -H 'Surreal-NS: cynic' "
-        "-H 'Surreal-DB: cynic' --data-binary %s http://%s:8000/rpc",
-        json.dumps({"id": 1, "method": "query", "params": ["SELECT * FROM judgment LIMIT 1"]}), ADDRESS[DATA],
-    ))
-    assert "error" in json.dumps(rpc).lower() and "judgment_id" not in json.dumps(rpc), rpc
+    status, body = surreal_sql(cluster[APP1], APP1, json.dumps(
+        {"id": 1, "method": "query", "params": ["SELECT * FROM judgment LIMIT 1"]}), path="/rpc")
+    assert "error" in body.lower() and "judgment_id" not in body, (status, body)
+
+
+def test_the_instances_user_holds_only_the_cynic_database(cluster, app_secret):
+    app = cluster[APP1]
+    app_user = ("cynic", app_secret)
+    status, body = surreal_sql(app, APP1, "SELECT count() FROM judgment GROUP ALL;", auth=app_user, database_user=True)
+    assert status == "200" and json.loads(body)[-1]["status"] == "OK", body
+    assert json.loads(body)[-1]["result"][0]["count"] > 0, body
+    assert surreal_sql(app, APP1, "RETURN 1;", auth=("cynic", "not-the-password"), database_user=True)[0] == "401"
+    refused = {}
+    for statement in ("INFO FOR ROOT;", "INFO FOR NS;", "DEFINE USER intruder ON DATABASE PASSWORD 'x1' ROLES OWNER;",
+                      "DEFINE USER intruder ON ROOT PASSWORD 'x1' ROLES OWNER;"):
+        status, body = surreal_sql(app, APP1, statement, auth=app_user, database_user=True)
+        refused[statement] = status if status != "200" else json.loads(body)[-1]["status"]
+    record("surrealdb instances' user", refused)
+    assert all(outcome != "OK" for outcome in refused.values()), refused
+
+
+def test_the_root_password_reaches_no_app_host(cluster, secret, app_secret):
+    """Files, process environments and journals of the app hosts (and the load balancer): the root password is in
+    none of them; the instances' own password, searched the same way, is found where it belongs."""
+    places = "/etc /opt /var /root /home /tmp /run /srv /usr/local"
+    for name in (APP1, APP2, LB):
+        host = cluster[name]
+        files = host.run("grep -rlsF -e %s " + places, secret)
+        assert files.rc == 1 and not files.stdout.strip(), (name, files.stdout)
+        environ = host.run("cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF -e %s", secret)
+        assert environ.stdout.strip() == "0", name
+        assert secret not in host.check_output("journalctl -o cat --no-pager"), name
+    for name in APPS:
+        found = cluster[name].check_output("grep -rlsF -e %s " + places + " || true", app_secret).split()
+        assert found == ["/etc/cynic/cynic.env"], (name, found)
 
 
 def test_nginx_rejects_a_body_over_the_limit(host):
@@ -174,3 +202,41 @@ def test_rate_limit_answers_429_beyond_the_burst_and_switches_off(host):
     assert set(limited) == {"200", "429"} and limited["429"] >= 40, limited
     assert unlimited == {"200": 80}, unlimited
     assert "limit_req" not in host.file("/etc/nginx/nginx.conf").content_string
+
+
+def test_rotating_both_passwords_from_the_inventory(host, cluster, secret, app_secret):
+    """A new root password and a new instances' password in the inventory (extra vars here), converged: the new
+    ones are in force, the old ones refused, judgments still stored; then back to the scenario's own (a second
+    rotation, which leaves the cluster as the other tests expect it)."""
+    new_root, new_app = "rotated-root-" + secret[::-1], "rotated-app-" + app_secret[::-1]
+    rotated = run_playbook("playbooks/site.yml", "-e", json.dumps(
+        {"surrealdb_root_password": new_root, "surrealdb_app_password": new_app}))
+    try:
+        assert rotated.returncode == 0, rotated.stdout[-4000:]
+        assert new_root not in rotated.stdout and new_app not in rotated.stdout
+        data, app = cluster[DATA], cluster[APP1]
+        assert surreal_sql(data, DATA, "INFO FOR ROOT;", auth=("root", new_root))[0] == "200"
+        assert surreal_sql(data, DATA, "INFO FOR ROOT;", auth=("root", secret))[0] == "401"
+        assert surreal_sql(app, APP1, "RETURN 1;", auth=("cynic", new_app), database_user=True)[0] == "200"
+        assert surreal_sql(app, APP1, "RETURN 1;", auth=("cynic", app_secret), database_user=True)[0] == "401"
+        # The instances were restarted with the new password: judgments are stored again on every host.
+        answers = run_py(host, """
+            import json, urllib.request, uuid
+            out = []
+            for i in range(12):
+                req = urllib.request.Request("http://127.0.0.1/judge", method="POST",
+                    data=json.dumps({"content": "after rotation %d %s" % (i, uuid.uuid4().hex)}).encode(),
+                    headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    out.append(json.loads(r.read())["judgment_id"])
+            print(json.dumps(out))
+        """)
+        ids = ", ".join(f"'{i}'" for i in answers)
+        status, body = surreal_sql(data, DATA, f"SELECT count() FROM judgment WHERE judgment_id IN [{ids}] GROUP ALL;",
+                                   auth=("root", new_root))
+        assert status == "200" and json.loads(body)[-1]["result"][0]["count"] == len(answers), body
+    finally:
+        back = run_playbook("playbooks/site.yml")
+    assert back.returncode == 0, back.stdout[-4000:]
+    assert surreal_sql(cluster[DATA], DATA, "INFO FOR ROOT;", auth=("root", secret))[0] == "200"
+    assert surreal_sql(cluster[APP1], APP1, "RETURN 1;", auth=("cynic", app_secret), database_user=True)[0] == "200"

@@ -44,6 +44,9 @@ def render_urls(tmp_path, run_playbook, db_vars):
      'ws://10.9.9.9:8001/rpc', 'http://10.9.9.9:11435'),
     # no ansible_host: the inventory name; nothing set: the roles' loopback defaults
     ({'surrealdb_bind_address': '0.0.0.0:8000'}, 'ws://data1:8000/rpc', 'http://127.0.0.1:11434'),
+    # A certificate on the database host: the instances use wss://.
+    ({'surrealdb_bind_address': '10.9.9.9:8000', 'surrealdb_tls_certificate': 'tls/db.crt'},
+     'wss://10.9.9.9:8000/rpc', 'http://127.0.0.1:11434'),
     # an IPv6 host: its address in brackets, before the port
     ({'ansible_host': 'fd00::11', 'surrealdb_bind_address': '[::]:8000', 'ollama_host': '[::]:11434'},
      'ws://[fd00::11]:8000/rpc', 'http://[fd00::11]:11434'),

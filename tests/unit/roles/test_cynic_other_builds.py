@@ -96,7 +96,8 @@ def test_the_default_renders_the_node_as_before(tmp_path):
     assert body(files['3.env']) == 'INSTANCE_ID=app1-3\nPORT=8003\nHOME="/var/lib/cynic/instances/3"\n'
     names = [line.split('=', 1)[0] for line in body(files['cynic.env']).splitlines()]
     assert names == ['CYNIC_HOME', 'SURREAL_URL', 'SURREAL_USER', 'SURREAL_PASS', 'SURREAL_NS', 'SURREAL_DB',
-                     'OLLAMA_URL', 'CYNIC_MODEL', 'CYNIC_MAX_BODY_BYTES', 'CYNIC_LLM_TIMEOUT_S',
+                     'SURREAL_AUTH_LEVEL', 'SURREAL_CA_FILE', 'OLLAMA_URL', 'CYNIC_MODEL', 'CYNIC_MAX_BODY_BYTES',
+                     'CYNIC_METRICS_ALLOW', 'CYNIC_LLM_TIMEOUT_S',
                      'CYNIC_LLM_MAX_CONCURRENCY', 'CYNIC_WS_MAX_MESSAGE_BYTES', 'CYNIC_WS_MAX_CLIENTS',
                      'CYNIC_WS_QUEUE_SIZE', 'CYNIC_WS_COMPRESSION', 'UVICORN_WS_MAX_SIZE',
                      'UVICORN_WS_PER_MESSAGE_DEFLATE']

@@ -28,7 +28,7 @@ PLAYBOOK = """
 """
 # What the inventory would give; extra vars, since include_vars outranks play and task vars.
 BASE = {'cynic_surreal_url': 'ws://db:8000/rpc', 'cynic_ollama_url': 'http://llm:11434',
-        'cynic_surreal_user': 'u', 'cynic_surreal_password': 'p',
+        'cynic_surreal_user': 'u', 'cynic_surreal_password': 'p', 'cynic_surreal_ca_file': '',
         'nginx_lb_upstream_servers': ['127.0.0.1:8001', '127.0.0.1:8002']}
 
 
