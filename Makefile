@@ -135,7 +135,7 @@ galaxy: venv
 	grep -q '^cynic.cluster.cynic_cluster_facts ' $(GALAXY_DIR)/modules.txt
 	cd /tmp && ANSIBLE_COLLECTIONS_PATH=$(GALAXY_DIR)/installed $(BIN)/ansible-doc -t role -l cynic.cluster \
 	  | tee $(GALAXY_DIR)/roles.txt
-	for r in surrealdb ollama cynic nginx_lb loadgen; do grep -q "^cynic.cluster.$$r:" $(GALAXY_DIR)/roles.txt || { echo "role $$r missing from the built collection"; exit 1; }; done
+	for r in surrealdb ollama cynic nginx_lb loadgen firewall; do grep -q "^cynic.cluster.$$r:" $(GALAXY_DIR)/roles.txt || { echo "role $$r missing from the built collection"; exit 1; }; done
 	@echo "galaxy: built and installed offline: $$(ls $(GALAXY_DIR)/*.tar.gz)"
 
 SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
@@ -161,6 +161,14 @@ lab-down:
 bench-node: setup
 	mkdir -p reports
 	$(PY) cynic_node/bench/bench_node.py --out reports/bench-node.md
+
+# Cost of the journal's fsync policy (none/batch/line) x SurrealDB's sync before acknowledge
+# (false/true) for one node at fixed 150 and 400 req/s, ABCDEF FEDCBA, data in /var/tmp; writes
+# reports/bench-journal.md (about 6 min, after waiting up to 45 min for running molecule tests).
+.PHONY: bench-journal
+bench-journal: setup
+	mkdir -p reports
+	$(PY) cynic_node/bench/bench_journal.py --out reports/bench-journal.md
 
 # Capacity of the lab cluster: ramps the rate until p99 > 100 ms, an error or a drop; writes reports/bench-cluster.md.
 .PHONY: bench

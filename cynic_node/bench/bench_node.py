@@ -243,6 +243,25 @@ async def settle(pids: list[int], window_s: float = 0.25, max_s: float = 30.0) -
             return
 
 
+def unique_judge_bodies() -> Callable[[int], bytes]:
+    """A body_for of /judge whose every call has new content, so every request is judged and
+    stored (no cell is reused)."""
+    counter = [0]
+
+    def judge_body(_: int) -> bytes:
+        counter[0] += 1
+        return json.dumps(
+            {
+                "content": f"Test code {counter[0]}",
+                "reality": "CODE",
+                "analysis": "JUDGE",
+                "budget_usd": 0.01,
+            }
+        ).encode()
+
+    return judge_body
+
+
 async def ladders(
     base: str,
     judge_rates: list[int],
@@ -260,19 +279,7 @@ async def ladders(
     first failure, up to `refine` times or until they are less than 10% apart.
     Returns the /judge steps, the empty steps, and the warm-up answers of /judge.
     """
-    counter = [0]
-
-    def judge_body(_: int) -> bytes:
-        counter[0] += 1  # unique content: every request is judged and stored
-        return json.dumps(
-            {
-                "content": f"Test code {counter[0]}",
-                "reality": "CODE",
-                "analysis": "JUDGE",
-                "budget_usd": 0.01,
-            }
-        ).encode()
-
+    judge_body = unique_judge_bodies()
     empty = json.dumps(
         {"content": "Test code 0", "reality": "CODE", "analysis": "JUDGE", "budget_usd": 0.01}
     ).encode()
@@ -584,6 +591,71 @@ def run(coro: Any) -> Any:
         return runner.run(coro)
 
 
+def start_servers(
+    work: Path,
+    procs: list[subprocess.Popen[bytes]],
+    node_env: dict[str, str] | None = None,
+    surreal_env: dict[str, str] | None = None,
+    surreal_log: str = "warn",
+) -> tuple[str, str]:
+    """A SurrealDB stand-in (data in work/db) and one node (CYNIC_HOME work/home) on free
+    loopback ports, each appended to procs as soon as it runs (the caller stops them, also
+    when a start fails); node_env and surreal_env are added to their environments. Returns
+    the stand-in's /rpc URL and the node's base URL, once both answer /health."""
+    surreal_port, node_port = free_port(), free_port()
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(STANDIN),
+                "start",
+                "--bind",
+                f"127.0.0.1:{surreal_port}",
+                "--user",
+                "root",
+                "--log",
+                surreal_log,
+                f"surrealkv://{work / 'db'}",
+            ],
+            stdout=(work / "surreal.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SURREAL_PASS": BENCH_PASS, **(surreal_env or {})},
+        )
+    )
+    wait_http(f"http://127.0.0.1:{surreal_port}/health", 30)
+    ws_url = f"ws://127.0.0.1:{surreal_port}/rpc"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "INSTANCE_ID": "bench-1",
+        "CYNIC_HOME": str(work / "home"),
+        "SURREAL_URL": ws_url,
+        "SURREAL_USER": "root",
+        "SURREAL_PASS": BENCH_PASS,
+        "OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
+        "CYNIC_BENCH_ROUTES": "1",
+        **(node_env or {}),
+    }
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cynic_node",
+                "--port",
+                str(node_port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=(work / "node.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    )
+    wait_http(f"http://127.0.0.1:{node_port}/health", 30)
+    return ws_url, f"http://127.0.0.1:{node_port}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "reports/bench-node.md")
@@ -603,57 +675,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cynic-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        surreal_port, node_port = free_port(), free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(STANDIN),
-                    "start",
-                    "--bind",
-                    f"127.0.0.1:{surreal_port}",
-                    "--user",
-                    "root",
-                    "--log",
-                    "warn",
-                    f"surrealkv://{work / 'db'}",
-                ],
-                stdout=(work / "surreal.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "SURREAL_PASS": BENCH_PASS},
-            )
-        )
-        wait_http(f"http://127.0.0.1:{surreal_port}/health", 30)
-        ws_url = f"ws://127.0.0.1:{surreal_port}/rpc"
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-            "INSTANCE_ID": "bench-1",
-            "CYNIC_HOME": str(work / "home"),
-            "SURREAL_URL": ws_url,
-            "SURREAL_USER": "root",
-            "SURREAL_PASS": BENCH_PASS,
-            "OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
-            "CYNIC_BENCH_ROUTES": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cynic_node",
-                    "--port",
-                    str(node_port),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=(work / "node.log").open("wb"),
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        )
-        wait_http(f"http://127.0.0.1:{node_port}/health", 30)
-        base = f"http://127.0.0.1:{node_port}"
+        ws_url, base = start_servers(work, procs)
         judge_rates = [int(r) for r in args.judge_rates.split(",")]
         empty_rates = [int(r) for r in args.empty_rates.split(",")]
         print("POST /judge and POST /_bench/empty, interleaved", flush=True)
