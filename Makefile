@@ -152,6 +152,11 @@ test: lint sanity unit galaxy molecule
 lab: setup
 	scripts/lab.sh up
 
+# The 150 req/s check against the lab (playbooks/stress.yml; extra options: make stress ARGS='-e cynic_stress_rate=300').
+.PHONY: stress
+stress: lab
+	ansible-playbook -i inventories/lab playbooks/stress.yml $(ARGS)
+
 .PHONY: lab-down
 lab-down:
 	scripts/lab.sh down
