@@ -347,14 +347,20 @@ def write_report(
             + ", ".join(
                 sorted({f"{r.journal}/{r.sync} repeat {r.repeat}" for r in runs if r.molecule})
             )
-            + "** (a molecule command started after the wait: those figures include its load)"
+            + "**: those figures include its load"
             if any(r.molecule for r in runs)
             else "; none ran during the measurement either"
         )
         + f". Other processes used at most {others:.0f}% of the "
         "machine's CPU during a step"
         + (
-            " (**the machine was busy: these figures include that contention**)."
+            "; **busy (10% or more) during "
+            + ", ".join(
+                f"{r.journal}/{r.sync} at {r.step.rate} req/s repeat {r.repeat}"
+                for r in runs
+                if r.others_pct >= 10.0
+            )
+            + "**: those figures include that contention."
             if others >= 10.0
             else "."
         ),
