@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.cynic.cluster.plugins.plugin_utils import topology as _topology
 
 DOCUMENTATION = r"""
 name: firewall_rules
@@ -110,61 +111,28 @@ _value:
       elements: str
 """
 
-# The cluster's groups, as playbooks/site.yml and the roles name them.
-LB_GROUP = 'cynic_lb'
-DB_GROUP = 'cynic_db'
-LLM_GROUP = 'cynic_llm'
-APP_GROUP = 'cynic_app'
+LB_GROUP = _topology.LB_GROUP
+DB_GROUP = _topology.DB_GROUP
+LLM_GROUP = _topology.LLM_GROUP
+APP_GROUP = _topology.APP_GROUP
 
-# The other roles' defaults (roles/*/defaults/main.yml), for a host whose inventory does not set the variable:
-# role defaults are not host variables, so they cannot be read from hostvars. tests/unit/roles/test_firewall.py
-# checks that they still equal those files.
-ROLE_DEFAULTS = {
-    'nginx_lb_listen_port': 80,
-    'nginx_lb_https_port': 443,
-    'nginx_lb_tls_certificate': '',
-    'nginx_lb_tls_key': '',
-    'surrealdb_bind_address': '127.0.0.1:8000',
-    'ollama_host': '127.0.0.1:11434',
-    'cynic_bind_address': '127.0.0.1',
-    'cynic_instances': [{'id': 1, 'port': 8001}, {'id': 2, 'port': 8002}, {'id': 3, 'port': 8003}],
-    'cynic_side_port_offsets': [],
-}
+# The roles' defaults the rules depend on, for a host that does not set them (role defaults are not host
+# variables): read from the roles' defaults files by _var. tests/unit/roles/test_firewall.py lists them.
+ROLE_DEFAULTS = _topology.RoleDefaults((
+    'nginx_lb_listen_port', 'nginx_lb_https_port', 'nginx_lb_tls_certificate', 'nginx_lb_tls_key',
+    'surrealdb_bind_address', 'ollama_host', 'cynic_bind_address', 'cynic_instances', 'cynic_side_port_offsets'))
 
 ANY = {4: ipaddress.ip_network('0.0.0.0/0'), 6: ipaddress.ip_network('::/0')}
-# HOST:PORT as the surrealdb and ollama roles accept it (an IPv6 host in brackets).
-_HOST_PORT = re.compile(r'^(\[[0-9a-fA-F:]+\]|[^:\s]+):([0-9]+)$')
 _LINK_LOCAL = ipaddress.ip_network('fe80::/10')
 _PORT_RANGE = re.compile(r'^([0-9]+)(?:-([0-9]+))?$')
+_vars = _topology.host_vars
+_var = _topology.host_var  # the host's own value, else its role's default
+_port = _topology.port
+_loopback = _topology.is_loopback
 
 
 def _fail(message):
     raise AnsibleFilterError('firewall: ' + message)
-
-
-def _vars(hostvars, name):
-    try:
-        data = hostvars[name]
-    except KeyError:
-        data = None
-    if not isinstance(data, Mapping):  # hostvars of a host the inventory does not hold
-        _fail('host %s is not in the inventory' % name)
-    return data
-
-
-def _var(hostvars, name, key):
-    data = _vars(hostvars, name)
-    return data[key] if key in data else ROLE_DEFAULTS[key]
-
-
-def _port(value, what):
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        port = -1
-    if isinstance(value, bool) or not 1 <= port <= 65535 or str(value).strip() != str(port):
-        _fail('%s must be a port number 1-65535, got %r' % (what, value))
-    return port
 
 
 def _port_ranges(values, what):
@@ -195,19 +163,7 @@ def _merged(ranges):
 
 def _bind(value, name, key):
     """(host, port) of a HOST:PORT setting of host name."""
-    match = _HOST_PORT.match(str(value).strip())
-    if match is None:
-        _fail('%s of host %s must be HOST:PORT, got %r' % (key, name, value))
-    return match.group(1).strip('[]'), _port(match.group(2), '%s of host %s' % (key, name))
-
-
-def _loopback(host):
-    if host == 'localhost':
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: whatever it resolves to may be reachable
-        return False
+    return _topology.host_port(value, '%s of host %s' % (key, name))
 
 
 def _network(text):
@@ -301,8 +257,16 @@ def _describe(groups, names):
     return ' and '.join(parts)
 
 
-def firewall_rules(hostvars, host, groups, ssh_port=22, ssh_sources=('0.0.0.0/0', '::/0'),
-                   public_sources=('0.0.0.0/0', '::/0'), monitor_group='cynic_monitor', extra_rules=()):
+def firewall_rules(hostvars, host, groups, **options):
+    """The rules; options as DOCUMENTATION gives them. Missing or bad inventory data is named in the error."""
+    try:
+        return _firewall_rules(hostvars, host, groups, **options)
+    except _topology.InventoryError as err:
+        _fail(err.message)
+
+
+def _firewall_rules(hostvars, host, groups, ssh_port=22, ssh_sources=('0.0.0.0/0', '::/0'),
+                    public_sources=('0.0.0.0/0', '::/0'), monitor_group='cynic_monitor', extra_rules=()):
     if not isinstance(groups, Mapping):
         _fail('groups must be the inventory groups, got %r' % (groups,))
     ssh_sources = list(ssh_sources) if isinstance(ssh_sources, tuple) else ssh_sources

@@ -7,14 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.cynic.cluster.plugins.plugin_utils import topology as _topology
 
 DOCUMENTATION = r"""
 name: surrealdb_endpoint
 short_description: Where the cluster's SurrealDB is reached, from the database host's variables
 version_added: 1.0.0
 description:
-  - The one place that turns the database host's C(surrealdb_bind_address) and TLS settings into URLs, for the
-    surrealdb role's own checks, the instances, the stress check and the drills.
+  - Turns the database host's C(surrealdb_bind_address) and TLS settings into URLs, for the surrealdb role's
+    own checks on its own values. It is the C(surrealdb) part of the C(cynic.cluster.topology) filter (the same
+    code), which the instances, the stress check and the drills use.
+  - A variable missing from O(_input) is the surrealdb role's default.
   - A wildcard bind address (C(0.0.0.0), C([::])) is where SurrealDB listens, not where to reach it. On the
     database host itself checks go to loopback (C(127.0.0.1), or C([::1]) for C([::])); other hosts use the
     database host's C(ansible_host), else its inventory name.
@@ -65,41 +68,17 @@ _value:
       type: str
 """
 
-_DEFAULT_BIND = '127.0.0.1:8000'
-_DEFAULT_CONFIG_DIR = '/etc/surrealdb'
-_WILDCARDS = {'0.0.0.0': '127.0.0.1', '::': '::1'}
-
-
-def _bracketed(host):
-    return '[%s]' % host if ':' in host else host
-
 
 def surrealdb_endpoint(db_vars, name):
     if not isinstance(db_vars, Mapping):  # hostvars[...] is a mapping, not a dict
         raise AnsibleFilterError('surrealdb_endpoint: expected the database host\'s variables, got %s'
                                  % type(db_vars).__name__)
-    bind = str(db_vars.get('surrealdb_bind_address') or _DEFAULT_BIND)
-    host, sep, port = bind.rpartition(':')
-    if not sep or not port.isdigit() or not host:
-        raise AnsibleFilterError('surrealdb_endpoint: surrealdb_bind_address must be HOST:PORT, got %r' % bind)
-    host = host[1:-1] if host.startswith('[') and host.endswith(']') else host
-    tls = bool(db_vars.get('surrealdb_tls_certificate'))
-    http = 'https' if tls else 'http'
-    if host in _WILDCARDS:
-        local = _WILDCARDS[host]
-        remote = str(db_vars.get('ansible_host') or name)
-    else:
-        local = remote = host
-    url = '%s://%s:%s' % (http, _bracketed(remote), port)
-    return {
-        'tls': tls,
-        'port': int(port),
-        'local_url': '%s://%s:%s' % (http, _bracketed(local), port),
-        'url': url,
-        'rpc_url': '%s://%s:%s/rpc' % ('wss' if tls else 'ws', _bracketed(remote), port),
-        'local_ca_path': ('%s/tls/ca.crt' % (db_vars.get('surrealdb_config_dir') or _DEFAULT_CONFIG_DIR)
-                          if tls and db_vars.get('surrealdb_tls_ca') else ''),
-    }
+    # The same code as the topology filter's surrealdb, on these variables alone (the surrealdb role passes its
+    # own values, role parameters included, which hostvars would miss).
+    try:
+        return _topology.surrealdb({name: db_vars}, name)
+    except _topology.InventoryError as err:
+        raise AnsibleFilterError('surrealdb_endpoint: %s' % err.message) from None
 
 
 class FilterModule:

@@ -4,6 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+# The same function the topology filter builds its URLs with.
+from ansible_collections.cynic.cluster.plugins.plugin_utils.topology import url_host
+
 DOCUMENTATION = r"""
 name: url_host
 short_description: A host name or address as the host part of a URL or of an nginx server address
@@ -33,14 +36,6 @@ _value:
   description: The host, IPv6 literals in brackets.
   type: str
 """
-
-
-def url_host(host):
-    text = str(host)
-    # Only an IPv6 literal holds a colon: a name or an IPv4 address cannot.
-    if ':' in text and not text.startswith('['):
-        return '[' + text + ']'
-    return text
 
 
 class FilterModule:

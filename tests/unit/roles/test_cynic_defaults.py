@@ -19,7 +19,7 @@ PLAYBOOK = """
   tasks:
     - ansible.builtin.include_vars: {defaults}
     - ansible.builtin.copy:
-        content: "{{{{ {{'surreal': cynic_surreal_url, 'ollama': cynic_ollama_url}} | to_json }}}}"
+        content: "{{{{ {{'surreal': cynic_surreal_url, 'ollama': cynic_ollama_url, 'ca': cynic_surreal_ca_file}} | to_json }}}}"
         dest: {out}
 """
 
@@ -52,4 +52,11 @@ def render_urls(tmp_path, run_playbook, db_vars):
      'ws://[fd00::11]:8000/rpc', 'http://[fd00::11]:11434'),
 ])
 def test_service_urls(tmp_path, run_playbook, db_vars, surreal, ollama):
-    assert render_urls(tmp_path, run_playbook, db_vars) == {'surreal': surreal, 'ollama': ollama}
+    assert render_urls(tmp_path, run_playbook, db_vars) == {'surreal': surreal, 'ollama': ollama, 'ca': ''}
+
+
+def test_the_database_host_ca_is_the_instances_ca(tmp_path, run_playbook):
+    db_vars = {'surrealdb_bind_address': '10.9.9.9:8000', 'surrealdb_tls_certificate': 'tls/db.crt',
+               'surrealdb_tls_ca': 'tls/ca.crt'}
+    assert render_urls(tmp_path, run_playbook, db_vars) == {'surreal': 'wss://10.9.9.9:8000/rpc',
+                                                            'ollama': 'http://127.0.0.1:11434', 'ca': 'tls/ca.crt'}

@@ -59,6 +59,36 @@ def test_an_ipv6_inventory_gives_bracketed_addresses_everywhere(tmp_path, run_pl
     assert render(tmp_path, run_playbook, 'app1') == '127.0.0.1'  # a wildcard bind is checked on loopback
 
 
+# The surrealdb and ollama roles' own checks, from their vars files and their own values (as role parameters).
+OWN_CHECKS = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    surrealdb_bind_address: "{surrealdb}"
+    surrealdb_tls_certificate: ""
+    surrealdb_tls_ca: ""
+    surrealdb_config_dir: /etc/surrealdb
+    ollama_host: "{ollama}"
+  tasks:
+    - ansible.builtin.include_vars: {{file: "{root}/roles/{{{{ item }}}}"}}
+      loop: [surrealdb/vars/main.yml, ollama/vars/main.yml]
+    - ansible.builtin.copy:
+        dest: {out}
+        content: "{{{{ [_surrealdb_url, _ollama_url] | to_json }}}}"
+"""
+
+
+@pytest.mark.parametrize('surrealdb, ollama, expected', [
+    ('[::]:8000', '[::]:11434', ['http://[::1]:8000', 'http://127.0.0.1:11434']),
+    ('[fd00::11]:8000', '[fd00::11]:11435', ['http://[fd00::11]:8000', 'http://[fd00::11]:11435']),
+    ('0.0.0.0:8000', '0.0.0.0:11434', ['http://127.0.0.1:8000', 'http://127.0.0.1:11434']),
+])
+def test_the_service_roles_check_their_own_bind_address(tmp_path, run_playbook, surrealdb, ollama, expected):
+    out = tmp_path / 'own.json'
+    run_playbook(OWN_CHECKS.format(surrealdb=surrealdb, ollama=ollama, root=REPO_ROOT, out=out))
+    assert json.loads(out.read_text()) == expected
+
+
 @pytest.mark.parametrize('host, expected', [
     ('fd00::21', '[fd00::21]'),
     ('::1', '[::1]'),
