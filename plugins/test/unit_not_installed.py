@@ -11,9 +11,11 @@ version_added: 1.0.0
 description:
   - True when the result of an M(ansible.builtin.systemd_service) task failed because systemd has no such unit,
     false for any other result.
-  - The roles use it for C(--check) on a host that was never deployed. There the unit file or the package that
-    brings the unit is part of the plan, not yet on the host, so systemd cannot plan the service's start.
-    In check mode that failure is a start to come; outside check mode it stays a failure.
+  - The roles use it for C(--check) on a host that was never deployed, in one place - the internal role
+    C(cynic.cluster._service), which starts, restarts and reloads every role's units. There the unit file or the
+    package that brings the unit is part of the plan, not yet on the host, so systemd cannot plan the service's
+    start. In check mode that failure is a start to come; outside check mode it stays a failure.
+  - The teardown uses it to pass over a unit that a host never had.
 options:
   _input:
     description: A registered M(ansible.builtin.systemd_service) result.
@@ -24,14 +26,12 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Enable and start surrealdb
+- name: Stop a unit that this host may never have had
   ansible.builtin.systemd_service:
-    name: surrealdb.service
-    enabled: true
-    state: started
-  register: __surrealdb_service
-  failed_when: __surrealdb_service is failed and not (ansible_check_mode and __surrealdb_service is cynic.cluster.unit_not_installed)
-  changed_when: __surrealdb_service is changed or (ansible_check_mode and __surrealdb_service is cynic.cluster.unit_not_installed)
+    name: cynic-firewall.service
+    state: stopped
+  register: __firewall_stop
+  failed_when: __firewall_stop is failed and __firewall_stop is not cynic.cluster.unit_not_installed
 """
 
 RETURN = r"""
