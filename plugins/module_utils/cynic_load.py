@@ -218,7 +218,7 @@ class Thresholds(object):
 
     def __init__(self, min_rate_ratio=None, max_error_rate=None, max_p95_ms=None, max_p99_ms=None,
                  expected_instances=None, min_instance_share=None, q_score_min=None,
-                 q_score_max=None, fail_if_saturated=False, max_duplicate_judgments=None):
+                 q_score_max=None, fail_if_saturated=False, max_duplicate_judgments=None, max_q_shift=None):
         self.min_rate_ratio = min_rate_ratio
         self.max_error_rate = max_error_rate
         self.max_p95_ms = max_p95_ms
@@ -229,6 +229,8 @@ class Thresholds(object):
         self.q_score_max = q_score_max
         self.fail_if_saturated = bool(fail_if_saturated)
         self.max_duplicate_judgments = max_duplicate_judgments
+        # the largest mean change of a text's Q-Score against q_at_rest (q_vs_rest.mean_abs_difference)
+        self.max_q_shift = max_q_shift
         self._validate()
 
     def _validate(self):
@@ -236,7 +238,7 @@ class Thresholds(object):
         ranges = (('min_rate_ratio', 0.0, 1.0), ('max_error_rate', 0.0, 1.0), ('min_instance_share', 0.0, 1.0),
                   ('max_p95_ms', 0.0, math.inf), ('max_p99_ms', 0.0, math.inf),
                   ('q_score_min', -math.inf, math.inf), ('q_score_max', -math.inf, math.inf),
-                  ('max_duplicate_judgments', 0, math.inf))
+                  ('max_duplicate_judgments', 0, math.inf), ('max_q_shift', 0.0, math.inf))
         for key, low, high in ranges:
             value = getattr(self, key)
             if value is None:
@@ -253,7 +255,7 @@ class Thresholds(object):
         """The limits in force (only those that are set)."""
         out = {}
         for key in ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms',
-                    'min_instance_share', 'q_score_min', 'q_score_max', 'max_duplicate_judgments'):
+                    'min_instance_share', 'q_score_min', 'q_score_max', 'max_duplicate_judgments', 'max_q_shift'):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -363,34 +365,82 @@ def _finite(value):
     return number if math.isfinite(number) else None
 
 
-class _Run(object):
-    """One run: the scheduler, the request tasks and the raw samples."""
+class _Schedule(object):
+    """When request ``i`` is due (``t0 + i / rate``), and whether it is warm-up or measured.
 
-    def __init__(self, config, progress=None):
-        self.cfg = config
-        self.progress = progress
+    The first ``warmup_planned`` requests are the warm-up; request ``i`` is number
+    ``i - warmup_planned`` of the measured window (negative during the warm-up).
+    """
+
+    def __init__(self, config):
+        self.warmup_s = config.warmup
+        self.duration_s = config.duration
         self.n_warm = config.warmup_planned
         self.n_meas = config.planned
         self.total = self.n_warm + self.n_meas
         self.interval_ns = _NS_PER_S / config.rate
-        self.url = config.url + config.path.replace(_PLACEHOLDER_RUN, config.run_id)
-        self.path_parts = None
-        if _PLACEHOLDER_I in self.url:
-            self.path_parts = self.url.split(_PLACEHOLDER_I)
-        self.workload = config.workload
-        self.audit = CellAudit(self.workload, config.id_field) if self.workload is not None else None
-        self.body_parts = None if self.workload is not None else _template_parts(config.body, config.run_id)
-        self.const_body = None
-        if self.body_parts is not None and len(self.body_parts) == 1:
-            self.const_body = self.body_parts[0].encode('utf-8')
+        self.t0 = 0
 
-        n = self.n_meas
+    def start(self):
+        """Fix t0 a little ahead, so that it is never in the past when the first request is due."""
+        self.t0 = time.perf_counter_ns() + _START_DELAY_NS
+
+    def due(self, index):
+        return self.t0 + int(index * self.interval_ns)
+
+    @property
+    def measure_start(self):
+        """When the first request of the measured window is due."""
+        return self.due(self.n_warm)
+
+    def phase(self, elapsed_s):
+        if elapsed_s <= self.warmup_s:
+            return 'warmup'
+        if elapsed_s <= self.warmup_s + self.duration_s:
+            return 'measure'
+        return 'drain'
+
+    async def run(self, issue):
+        """Call ``issue(index, due, now)`` for every request, as soon as it is due, never waiting
+        for an answer; overdue requests are issued back to back, ``_BURST`` at a time."""
+        perf = time.perf_counter_ns
+        sleep = asyncio.sleep
+        t0 = self.t0
+        interval = self.interval_ns
+        total = self.total
+        index = 0
+        burst = 0
+        while index < total:
+            due = t0 + int(index * interval)
+            now = perf()
+            if now < due:
+                burst = 0
+                # Timers have a resolution of 1 ms (uvloop rounds a delay to whole ms and runs a
+                # delay under 0.5 ms at once): sleeping less would spin the loop until the due time.
+                await sleep(max((due - now) / 1e9, _MIN_SLEEP_S))
+                continue
+            issue(index, due, now)
+            index += 1
+            burst += 1
+            if burst >= _BURST:
+                burst = 0
+                await sleep(0)
+
+
+class _Record(object):
+    """What became of every request: the per-request results of the measured window, and what is
+    counted as the answers arrive (status codes, error classes, instances, Q-Scores, judgment ids,
+    the duplicates audit, live counters for the progress line)."""
+
+    def __init__(self, config, schedule, keep_window=False):
+        self.parse_body = config.parse_body
+        self.n_warm = schedule.n_warm
+        self.audit = CellAudit(config.workload, config.id_field) if config.workload is not None else None
+        n = schedule.n_meas
         self.state = [_PENDING] * n
         self.issue_ns = [0] * n       # when the request was sent (or dropped)
         self.end_ns = [0] * n         # when its answer (or error) was complete
         self.status = [0] * n
-        self.t0 = 0
-        self.t_end = 0
 
         self.status_counts = {}
         self.error_classes = {}
@@ -403,16 +453,136 @@ class _Run(object):
         self.q_max = None
         self.judgment_ids = set()
         self.json_errors = 0
+        # live counters (warm-up included), for the progress line
+        self.live = {'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0}
+        self.keep_window = keep_window
+        self.window = []              # latencies since the last progress line
 
+    def take_window(self):
+        """The latencies (from the intended start) of the answers since the last call, sorted."""
+        window = sorted(self.window)
+        self.window = []
+        return window
+
+    def dropped(self, index, now):
+        """Request ``index`` was due while the in-flight cap was reached: never sent."""
+        self.live['dropped'] += 1
+        j = index - self.n_warm
+        if j >= 0:
+            self.state[j] = _DROPPED
+            self.issue_ns[j] = now
+
+    def sent(self):
+        self.live['sent'] += 1
+
+    def finished(self, index, due, start, end, status, payload, instance, error):
+        """Request ``index`` got an answer (``status``, ``payload``) or failed (``error``)."""
+        j = index - self.n_warm
+        live = self.live
+        ok = error is None and 200 <= status < 300
+        if ok:
+            live['ok'] += 1
+        else:
+            live['errors'] += 1
+        if self.keep_window:
+            self.window.append(end - due)
+
+        judgment_id = None
+        q_score = None
+        doc = None
+        if status == 200 and self.parse_body and payload:
+            try:
+                doc = json.loads(payload)
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+                self.json_errors += 1
+            else:
+                if isinstance(doc, dict):
+                    judgment_id = doc.get('judgment_id')
+                    q_score = doc.get('q_score')
+        if status == 200 and error is None and self.audit is not None:
+            self.audit.record(index, doc, instance)
+        if judgment_id is not None:
+            self.judgment_ids.add(str(judgment_id))
+
+        if j < 0:  # warm-up: kept out of the statistics
+            return
+        self.issue_ns[j] = start
+        self.end_ns[j] = end
+        if error is not None:
+            self.state[j] = _FAILED
+            _count(self.error_classes, error)
+            return
+        self.state[j] = _ANSWERED
+        self.status[j] = status
+        _count(self.status_counts, str(status))
+        # The spread over instances counts successful answers only: an instance that answers
+        # errors (fast, often) must not look as if it carried its share of the load.
+        if not ok:
+            _count(self.error_classes, _status_class(status))
+            if instance:
+                _count(self.instance_errors, instance)
+        elif instance:
+            _count(self.instance_counts, instance)
+        else:
+            self.no_instance_header += 1
+        self._q_score(_finite(q_score))
+
+    def _q_score(self, q):
+        if q is None:
+            return
+        self.q_sum += q
+        self.q_count += 1
+        if self.q_min is None or q < self.q_min:
+            self.q_min = q
+        if self.q_max is None or q > self.q_max:
+            self.q_max = q
+
+
+def _count(counts, key):
+    counts[key] = counts.get(key, 0) + 1
+
+
+class _Sender(object):
+    """Sends the requests: the URL and body of request ``i``, the aiohttp call and the
+    classification of its outcome, and the in-flight cap (a request due beyond it is dropped)."""
+
+    def __init__(self, config, record):
+        self.cfg = config
+        self.record = record
+        self.url = config.url + config.path.replace(_PLACEHOLDER_RUN, config.run_id)
+        self.path_parts = None
+        if _PLACEHOLDER_I in self.url:
+            self.path_parts = self.url.split(_PLACEHOLDER_I)
+        self.workload = config.workload
+        self.body_parts = None if self.workload is not None else _template_parts(config.body, config.run_id)
+        self.const_body = None
+        if self.body_parts is not None and len(self.body_parts) == 1:
+            self.const_body = self.body_parts[0].encode('utf-8')
         self.in_flight = 0
         self.peak_in_flight = 0
         self.tasks = set()
-        # live counters (warm-up included), for the progress line
-        self.live = {'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0}
-        self.window = []
         self.session = None
 
-    # -- requests -----------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def connected(self):
+        """The HTTP session of the run: a pool of max_in_flight connections, the configured headers
+        (with a JSON Content-Type when a body is sent and none is set) and the cookie policy."""
+        cfg = self.cfg
+        connector = aiohttp.TCPConnector(limit=cfg.max_in_flight, ssl=bool(cfg.validate_certs))
+        if cfg.use_cookies:
+            jar = aiohttp.CookieJar(unsafe=True)  # unsafe: also keep cookies of IP addresses
+        else:
+            jar = aiohttp.DummyCookieJar()
+        headers = dict(cfg.headers)
+        sends_body = self.body_parts is not None or self.workload is not None
+        if sends_body and 'content-type' not in [name.lower() for name in headers]:
+            headers['Content-Type'] = 'application/json'
+        timeout = aiohttp.ClientTimeout(total=cfg.timeout)
+        async with aiohttp.ClientSession(connector=connector, cookie_jar=jar, headers=headers,
+                                         timeout=timeout) as session:
+            self.session = session
+            yield session
+
     def _body_for(self, index):
         if self.workload is not None:
             return self.workload.body(index)
@@ -424,6 +594,19 @@ class _Run(object):
         if self.path_parts is None:
             return self.url
         return str(index).join(self.path_parts)
+
+    def issue(self, index, due, now):
+        """Start request ``index`` now, or count it as dropped when the cap is reached."""
+        if self.in_flight >= self.cfg.max_in_flight:
+            self.record.dropped(index, now)
+            return
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+        self.record.sent()
+        task = asyncio.ensure_future(self._request(index, due))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _request(self, index, due):
         """Send request ``index`` (due at ``due``) and record what happened."""
@@ -449,281 +632,165 @@ class _Run(object):
         finally:
             end = time.perf_counter_ns()
             self.in_flight -= 1
-            self._record(index, due, start, end, status, payload, instance, error)
+            self.record.finished(index, due, start, end, status, payload, instance, error)
 
-    def _record(self, index, due, start, end, status, payload, instance, error):
-        j = index - self.n_warm
-        live = self.live
-        ok = error is None and 200 <= status < 300
-        if ok:
-            live['ok'] += 1
-        else:
-            live['errors'] += 1
-        if self.progress is not None:
-            self.window.append(end - due)
+    async def drain(self):
+        """Wait for the outstanding requests. Every request has its own timeout; past that plus
+        5 s (a guard that only protects the bound on time) the rest are cancelled."""
+        deadline = time.perf_counter_ns() + int((self.cfg.timeout + 5.0) * _NS_PER_S)
+        while self.tasks:
+            left = (deadline - time.perf_counter_ns()) / 1e9
+            if left <= 0:
+                for task in list(self.tasks):
+                    task.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                break
+            await asyncio.wait(list(self.tasks), timeout=left)
 
-        judgment_id = None
-        q_score = None
-        doc = None
-        if status == 200 and self.cfg.parse_body and payload:
-            try:
-                doc = json.loads(payload)
-            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-                self.json_errors += 1
-            else:
-                if isinstance(doc, dict):
-                    judgment_id = doc.get('judgment_id')
-                    q_score = doc.get('q_score')
-        if status == 200 and error is None and self.audit is not None:
-            self.audit.record(index, doc, instance)
-        if judgment_id is not None:
-            self.judgment_ids.add(str(judgment_id))
 
-        if j < 0:  # warm-up: kept out of the statistics
-            return
-        self.issue_ns[j] = start
-        self.end_ns[j] = end
-        if error is not None:
-            self.state[j] = _FAILED
-            self.error_classes[error] = self.error_classes.get(error, 0) + 1
-            return
-        self.state[j] = _ANSWERED
-        self.status[j] = status
-        key = str(status)
-        self.status_counts[key] = self.status_counts.get(key, 0) + 1
-        if not ok:
-            cls = _status_class(status)
-            self.error_classes[cls] = self.error_classes.get(cls, 0) + 1
-        # The spread over instances counts successful answers only: an instance that answers
-        # errors (fast, often) must not look as if it carried its share of the load.
-        if not ok:
-            if instance:
-                self.instance_errors[instance] = self.instance_errors.get(instance, 0) + 1
-        elif instance:
-            self.instance_counts[instance] = self.instance_counts.get(instance, 0) + 1
-        else:
-            self.no_instance_header += 1
-        q = _finite(q_score)
-        if q is not None:
-            self.q_sum += q
-            self.q_count += 1
-            if self.q_min is None or q < self.q_min:
-                self.q_min = q
-            if self.q_max is None or q > self.q_max:
-                self.q_max = q
+class _Progress(object):
+    """Calls ``callback`` once a second of the schedule with a snapshot of the run."""
 
-    def _issue(self, index, due, now):
-        """Start request ``index`` now, or count it as dropped when the cap is reached."""
-        if self.in_flight >= self.cfg.max_in_flight:
-            self.live['dropped'] += 1
-            j = index - self.n_warm
-            if j >= 0:
-                self.state[j] = _DROPPED
-                self.issue_ns[j] = now
-            return
-        self.in_flight += 1
-        if self.in_flight > self.peak_in_flight:
-            self.peak_in_flight = self.in_flight
-        self.live['sent'] += 1
-        task = asyncio.ensure_future(self._request(index, due))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def __init__(self, callback, schedule, record, sender):
+        self.callback = callback
+        self.schedule = schedule
+        self.record = record
+        self.sender = sender
 
-    # -- schedule -----------------------------------------------------------------------
-    async def _schedule(self):
-        perf = time.perf_counter_ns
-        sleep = asyncio.sleep
-        t0 = self.t0
-        interval = self.interval_ns
-        total = self.total
-        index = 0
-        burst = 0
-        while index < total:
-            due = t0 + int(index * interval)
-            now = perf()
-            if now < due:
-                burst = 0
-                # Timers have a resolution of 1 ms (uvloop rounds a delay to whole ms and runs a
-                # delay under 0.5 ms at once): sleeping less would spin the loop until the due time.
-                await sleep(max((due - now) / 1e9, _MIN_SLEEP_S))
-                continue
-            self._issue(index, due, now)
-            index += 1
-            burst += 1
-            if burst >= _BURST:
-                burst = 0
-                await sleep(0)
-
-    async def _ticker(self):
+    async def tick(self):
         second = 1
         while True:
-            wake = self.t0 + second * _NS_PER_S
+            wake = self.schedule.t0 + second * _NS_PER_S
             delay = wake - time.perf_counter_ns()
             if delay > 0:
                 await asyncio.sleep(delay / 1e9)
-            self._report_progress(second)
+            self.report(second)
             second += 1
 
-    def _report_progress(self, elapsed, final=False):
-        window = sorted(self.window)
-        self.window = []
-        warm_s = self.cfg.warmup
-        if final:
-            phase = 'done'
-        elif elapsed <= warm_s:
-            phase = 'warmup'
-        elif elapsed <= warm_s + self.cfg.duration:
-            phase = 'measure'
-        else:
-            phase = 'drain'
-        snapshot = dict(self.live)
+    def report(self, elapsed, final=False):
+        window = self.record.take_window()
+        if self.callback is None:
+            return
+        snapshot = dict(self.record.live)
         snapshot.update({
             'elapsed_s': round(elapsed, 3),
-            'phase': phase,
-            'in_flight': self.in_flight,
-            'planned_total': self.total,
+            'phase': 'done' if final else self.schedule.phase(elapsed),
+            'in_flight': self.sender.in_flight,
+            'planned_total': self.schedule.total,
             'p99_ms': _ms(percentile(window, 99.0)),
         })
         try:
-            self.progress(snapshot)
+            self.callback(snapshot)
         except Exception:  # pylint: disable=broad-except
             # a broken progress sink must not stop the run
-            self.progress = None
+            self.callback = None
+            self.record.keep_window = False
+
+
+class _Run(object):
+    """One run: the schedule calls the sender, whose outcomes the record keeps; then the summary."""
+
+    def __init__(self, config, progress=None):
+        self.cfg = config
+        self.schedule = _Schedule(config)
+        self.record = _Record(config, self.schedule, keep_window=progress is not None)
+        self.sender = _Sender(config, self.record)
+        self.progress = None
+        if progress is not None:
+            self.progress = _Progress(progress, self.schedule, self.record, self.sender)
 
     async def run(self):
-        cfg = self.cfg
         if aiohttp is None:
             raise LoadError('the Python library aiohttp is required: %s' % AIOHTTP_IMPORT_ERROR)
-        connector = aiohttp.TCPConnector(limit=cfg.max_in_flight, ssl=bool(cfg.validate_certs))
-        if cfg.use_cookies:
-            jar = aiohttp.CookieJar(unsafe=True)  # unsafe: also keep cookies of IP addresses
-        else:
-            jar = aiohttp.DummyCookieJar()
-        headers = dict(cfg.headers)
-        if (self.body_parts is not None or self.workload is not None) and 'content-type' not in [name.lower() for name in headers]:
-            headers['Content-Type'] = 'application/json'
-        timeout = aiohttp.ClientTimeout(total=cfg.timeout)
         with gc_paused():
-            return await self._run_session(connector, jar, headers, timeout)
+            async with self.sender.connected():
+                t_end = await self._send_all()
+            return summarise(self.cfg, self.schedule, self.record, self.sender.peak_in_flight, t_end)
 
-    async def _run_session(self, connector, jar, headers, timeout):
-        cfg = self.cfg
-        async with aiohttp.ClientSession(connector=connector, cookie_jar=jar, headers=headers,
-                                         timeout=timeout) as session:
-            self.session = session
-            self.t0 = time.perf_counter_ns() + _START_DELAY_NS
-            ticker = None
-            if self.progress is not None:
-                ticker = asyncio.ensure_future(self._ticker())
-            try:
-                await self._schedule()
-                # every request has its own timeout; this guard only protects the bound on time
-                deadline = time.perf_counter_ns() + int((cfg.timeout + 5.0) * _NS_PER_S)
-                while self.tasks:
-                    left = (deadline - time.perf_counter_ns()) / 1e9
-                    if left <= 0:
-                        for task in list(self.tasks):
-                            task.cancel()
-                        await asyncio.gather(*self.tasks, return_exceptions=True)
-                        break
-                    await asyncio.wait(list(self.tasks), timeout=left)
-            finally:
-                if ticker is not None:
-                    ticker.cancel()
-                    await asyncio.gather(ticker, return_exceptions=True)
-            self.t_end = time.perf_counter_ns()
-            if self.progress is not None:
-                self._report_progress((self.t_end - self.t0) / 1e9, final=True)
-        return self.summarize()
+    async def _send_all(self):
+        """Run the schedule and wait for the answers; the time it ended."""
+        schedule = self.schedule
+        schedule.start()
+        ticker = None
+        if self.progress is not None:
+            ticker = asyncio.ensure_future(self.progress.tick())
+        try:
+            await schedule.run(self.sender.issue)
+            await self.sender.drain()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
+        t_end = time.perf_counter_ns()
+        if self.progress is not None:
+            self.progress.report((t_end - schedule.t0) / 1e9, final=True)
+        return t_end
 
-    # -- statistics ---------------------------------------------------------------------
-    def summarize(self):
-        cfg = self.cfg
-        n = self.n_meas
-        t_meas0 = self.t0 + int(self.n_warm * self.interval_ns)
-        sent = ok = errors = dropped = at_timeout = 0
+
+# -- summary ---------------------------------------------------------------------------
+class _Window(object):
+    """The measured window request by request: counts, latency samples and per-second buckets."""
+
+    def __init__(self, cfg, schedule, record):
+        self.sent = self.ok = self.errors = self.dropped = self.at_timeout = self.cancelled = 0
+        self.lat_int = []  # every request of the window (never sent: counted at the timeout)
+        self.lat_act = []
+        self.ok_int = []   # 2xx answers only
+        self.ok_act = []
+        self.lags = []
+        self.start = schedule.measure_start
+        self.last_issue = self.start
+        self.seconds = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': [], 'lat_ok': []}
+                        for dummy in range(int(math.ceil(cfg.duration)))]
         timeout_ns = int(round(cfg.timeout * _NS_PER_S))
-        lat_int = []  # every request of the window (never sent: counted at the timeout)
-        lat_act = []
-        ok_int = []   # 2xx answers only
-        ok_act = []
-        lags = []
-        last_issue = t_meas0
-        seconds = int(math.ceil(cfg.duration))
-        per_second = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': [], 'lat_ok': []}
-                      for dummy in range(seconds)]
-        for j in range(n):
-            due = self.t0 + int((j + self.n_warm) * self.interval_ns)
-            bucket = per_second[min(int((due - t_meas0) // _NS_PER_S), seconds - 1)]
-            state = self.state[j]
-            issued = self.issue_ns[j]
-            if issued > last_issue:
-                last_issue = issued
-            if state == _DROPPED:
-                # Never sent, so never answered: counted as if it had been sent and had timed out,
-                # not left out of the latency (which would hide the overload that caused the drop).
-                dropped += 1
-                at_timeout += 1
-                bucket['dropped'] += 1
-                lags.append(issued - due)
-                lat_int.append(issued - due + timeout_ns)
-                lat_act.append(timeout_ns)
-                bucket['lat'].append(issued - due + timeout_ns)
-                continue
-            if state == _PENDING:  # its task was cancelled before it could start
-                errors += 1
-                sent += 1
-                at_timeout += 1
-                bucket['sent'] += 1
-                bucket['errors'] += 1
-                self.error_classes['cancelled'] = self.error_classes.get('cancelled', 0) + 1
-                lat_int.append(timeout_ns)
-                lat_act.append(timeout_ns)
-                bucket['lat'].append(timeout_ns)
-                continue
-            sent += 1
-            bucket['sent'] += 1
-            lags.append(issued - due)
-            latency = self.end_ns[j] - due
-            lat_int.append(latency)
-            lat_act.append(self.end_ns[j] - issued)
-            bucket['lat'].append(latency)
-            if state == _ANSWERED and 200 <= self.status[j] < 300:
-                ok += 1
-                bucket['ok'] += 1
-                ok_int.append(latency)
-                ok_act.append(self.end_ns[j] - issued)
-                bucket['lat_ok'].append(latency)
-            else:
-                errors += 1
-                bucket['errors'] += 1
+        for j in range(schedule.n_meas):
+            self._add(schedule.due(j + schedule.n_warm), record.state[j], record.issue_ns[j], record.end_ns[j],
+                      record.status[j], timeout_ns)
 
-        # The measured window runs from the first due time to the last actual send, plus one
-        # interval (the time the last request "owns"). With an exact schedule it equals duration.
-        actual_ns = max(last_issue - t_meas0, 0) + self.interval_ns
-        actual_s = actual_ns / 1e9
-        achieved = sent / actual_s
-        issue_rate = (sent + dropped) / actual_s
-        lags.sort()
-        lag = {
-            'p50': _ms(percentile(lags, 50.0)),
-            'p99': _ms(percentile(lags, 99.0)),
-            'max': _ms(lags[-1]) if lags else None,
-        }
-        reasons = []
-        if lag['p99'] is not None and lag['p99'] > cfg.saturation_lag_ms:
-            reasons.append('scheduler lag p99 %.1f ms is over %.1f ms' % (lag['p99'], cfg.saturation_lag_ms))
-        if issue_rate < cfg.rate * (1.0 - cfg.saturation_rate_tolerance):
-            reasons.append('the generator issued %.2f req/s, below the %.2f req/s target' % (issue_rate, cfg.rate))
+    def _add(self, due, state, issued, end, status, timeout_ns):
+        last = len(self.seconds) - 1
+        bucket = self.seconds[min(int((due - self.start) // _NS_PER_S), last)]
+        if issued > self.last_issue:
+            self.last_issue = issued
+        if state == _DROPPED:
+            # Never sent, so never answered: counted as if it had been sent and had timed out,
+            # not left out of the latency (which would hide the overload that caused the drop).
+            self.dropped += 1
+            self.at_timeout += 1
+            bucket['dropped'] += 1
+            self.lags.append(issued - due)
+            self._latency(bucket, issued - due + timeout_ns, timeout_ns)
+            return
+        self.sent += 1
+        bucket['sent'] += 1
+        if state == _PENDING:  # its task was cancelled before it could start
+            self.errors += 1
+            self.at_timeout += 1
+            self.cancelled += 1
+            bucket['errors'] += 1
+            self._latency(bucket, timeout_ns, timeout_ns)
+            return
+        self.lags.append(issued - due)
+        latency = end - due
+        self._latency(bucket, latency, end - issued)
+        if state == _ANSWERED and 200 <= status < 300:
+            self.ok += 1
+            bucket['ok'] += 1
+            self.ok_int.append(latency)
+            self.ok_act.append(end - issued)
+            bucket['lat_ok'].append(latency)
+        else:
+            self.errors += 1
+            bucket['errors'] += 1
 
-        # Shares of the 2xx answers (with or without the header), by instance.
-        answered_ok = sum(self.instance_counts.values()) + self.no_instance_header
-        shares = {}
-        for name, count in self.instance_counts.items():
-            shares[name] = round(count / answered_ok, 4) if answered_ok else 0.0
+    def _latency(self, bucket, intended, actual):
+        self.lat_int.append(intended)
+        self.lat_act.append(actual)
+        bucket['lat'].append(intended)
 
+    def timeline(self):
         timeline = []
-        for second, bucket in enumerate(per_second):
+        for second, bucket in enumerate(self.seconds):
             lat = sorted(bucket.pop('lat'))
             lat_ok = sorted(bucket.pop('lat_ok'))
             bucket['second'] = second
@@ -732,66 +799,119 @@ class _Run(object):
             bucket['p50_ok_ms'] = _ms(percentile(lat_ok, 50.0))
             bucket['p99_ok_ms'] = _ms(percentile(lat_ok, 99.0))
             timeline.append(bucket)
+        return timeline
 
-        worst, median_p99 = worst_second(timeline)
-        ids = sorted(self.judgment_ids)
-        digest = hashlib.sha256('\n'.join(ids).encode('utf-8')).hexdigest()
-        facts = _base_facts(cfg)
-        facts.update({
-            'check_mode': False,
-            'event_loop': _loop_name(),
-            'sent': sent,
-            'ok': ok,
-            'errors': errors,
-            'dropped': dropped,
-            'actual_duration_s': round(actual_s, 4),
-            'wall_time_s': round((self.t_end - self.t0) / 1e9, 3),
-            'achieved_rate': round(achieved, 3),
-            'ok_rate': round(ok / actual_s, 3),
-            'rate_ratio': round(achieved / cfg.rate, 5),
-            'error_rate': round((errors + dropped) / n, 5) if n else 0.0,
-            'status_codes': dict(sorted(self.status_counts.items())),
-            'errors_by_class': dict(sorted(self.error_classes.items())),
-            'latency_ms': {
-                'intended': _latency_summary(lat_int),
-                'actual': _latency_summary(lat_act),
-            },
-            'latency_ok_ms': {
-                'intended': _latency_summary(ok_int),
-                'actual': _latency_summary(ok_act),
-            },
-            'counted_at_timeout': at_timeout,
-            'scheduler_lag_ms': lag,
-            'generator_saturated': bool(reasons),
-            'saturation_reasons': reasons,
-            'peak_in_flight': self.peak_in_flight,
-            'instances': dict(sorted(self.instance_counts.items())),
-            'instance_shares': dict(sorted(shares.items())),
-            'instance_errors': dict(sorted(self.instance_errors.items())),
-            'instances_distinct': len(self.instance_counts),
-            'responses_without_instance': self.no_instance_header,
-            'q_score': {
-                'count': self.q_count,
-                'mean': round(self.q_sum / self.q_count, 3) if self.q_count else None,
-                'min': self.q_min,
-                'max': self.q_max,
-            },
-            'invalid_json': self.json_errors,
-            'judgment_ids_count': len(ids),
-            'judgment_ids_sha256': digest,
-            'timeline': timeline,
-            'worst_second': worst,
-            'median_second_p99_ms': median_p99,
-        })
-        if self.audit is not None:
-            facts['workload'] = self.workload.describe()
-            facts['duplicates'] = self.audit.summary()
-            facts['q_by_text'] = self.audit.q_by_name()
-            if cfg.q_at_rest is not None:
-                facts['q_vs_rest'] = compare_q_scores(cfg.q_at_rest, facts['q_by_text'])
-        if cfg.return_judgment_ids:
-            facts['judgment_ids'] = ids
-        return facts
+
+def _saturation(cfg, lags, issue_rate):
+    """(the scheduler lag figures, the reasons to call the generator saturated)."""
+    lags.sort()
+    lag = {
+        'p50': _ms(percentile(lags, 50.0)),
+        'p99': _ms(percentile(lags, 99.0)),
+        'max': _ms(lags[-1]) if lags else None,
+    }
+    reasons = []
+    if lag['p99'] is not None and lag['p99'] > cfg.saturation_lag_ms:
+        reasons.append('scheduler lag p99 %.1f ms is over %.1f ms' % (lag['p99'], cfg.saturation_lag_ms))
+    if issue_rate < cfg.rate * (1.0 - cfg.saturation_rate_tolerance):
+        reasons.append('the generator issued %.2f req/s, below the %.2f req/s target' % (issue_rate, cfg.rate))
+    return lag, reasons
+
+
+def _instance_facts(record):
+    """The spread of the 2xx answers over the instances."""
+    answered_ok = sum(record.instance_counts.values()) + record.no_instance_header
+    shares = {}
+    for name, count in record.instance_counts.items():
+        shares[name] = round(count / answered_ok, 4) if answered_ok else 0.0
+    return {
+        'instances': dict(sorted(record.instance_counts.items())),
+        'instance_shares': dict(sorted(shares.items())),
+        'instance_errors': dict(sorted(record.instance_errors.items())),
+        'instances_distinct': len(record.instance_counts),
+        'responses_without_instance': record.no_instance_header,
+    }
+
+
+def _answer_facts(record, ids):
+    """What the bodies of the 200 answers said: Q-Scores and judgment ids."""
+    return {
+        'q_score': {
+            'count': record.q_count,
+            'mean': round(record.q_sum / record.q_count, 3) if record.q_count else None,
+            'min': record.q_min,
+            'max': record.q_max,
+        },
+        'invalid_json': record.json_errors,
+        'judgment_ids_count': len(ids),
+        'judgment_ids_sha256': hashlib.sha256('\n'.join(ids).encode('utf-8')).hexdigest(),
+    }
+
+
+def _corpus_facts(cfg, record, ids):
+    """With a corpus, the workload and its duplicates audit; the judgment ids when asked for."""
+    facts = {}
+    if record.audit is not None:
+        facts['workload'] = cfg.workload.describe()
+        facts['duplicates'] = record.audit.summary()
+        facts['q_by_text'] = record.audit.q_by_name()
+        if cfg.q_at_rest is not None:
+            facts['q_vs_rest'] = compare_q_scores(cfg.q_at_rest, facts['q_by_text'])
+    if cfg.return_judgment_ids:
+        facts['judgment_ids'] = ids
+    return facts
+
+
+def summarise(cfg, schedule, record, peak_in_flight, t_end):
+    """The facts of a finished run (thresholds not applied)."""
+    window = _Window(cfg, schedule, record)
+    n = schedule.n_meas
+    # The measured window runs from the first due time to the last actual send, plus one
+    # interval (the time the last request "owns"). With an exact schedule it equals duration.
+    actual_s = (max(window.last_issue - window.start, 0) + schedule.interval_ns) / 1e9
+    achieved = window.sent / actual_s
+    lag, reasons = _saturation(cfg, window.lags, (window.sent + window.dropped) / actual_s)
+    errors_by_class = dict(record.error_classes)
+    if window.cancelled:
+        errors_by_class['cancelled'] = errors_by_class.get('cancelled', 0) + window.cancelled
+    facts = _base_facts(cfg)
+    facts.update({
+        'check_mode': False,
+        'event_loop': _loop_name(),
+        'sent': window.sent,
+        'ok': window.ok,
+        'errors': window.errors,
+        'dropped': window.dropped,
+        'actual_duration_s': round(actual_s, 4),
+        'wall_time_s': round((t_end - schedule.t0) / 1e9, 3),
+        'achieved_rate': round(achieved, 3),
+        'ok_rate': round(window.ok / actual_s, 3),
+        'rate_ratio': round(achieved / cfg.rate, 5),
+        'error_rate': round((window.errors + window.dropped) / n, 5) if n else 0.0,
+        'status_codes': dict(sorted(record.status_counts.items())),
+        'errors_by_class': dict(sorted(errors_by_class.items())),
+        'latency_ms': {
+            'intended': _latency_summary(window.lat_int),
+            'actual': _latency_summary(window.lat_act),
+        },
+        'latency_ok_ms': {
+            'intended': _latency_summary(window.ok_int),
+            'actual': _latency_summary(window.ok_act),
+        },
+        'counted_at_timeout': window.at_timeout,
+        'scheduler_lag_ms': lag,
+        'generator_saturated': bool(reasons),
+        'saturation_reasons': reasons,
+        'peak_in_flight': peak_in_flight,
+    })
+    facts.update(_instance_facts(record))
+    ids = sorted(record.judgment_ids)
+    facts.update(_answer_facts(record, ids))
+    timeline = window.timeline()
+    worst, median_p99 = worst_second(timeline)
+    facts.update({'timeline': timeline, 'worst_second': worst, 'median_second_p99_ms': median_p99})
+    facts.update(_corpus_facts(cfg, record, ids))
+    return facts
 
 
 def worst_second(timeline):
@@ -847,6 +967,7 @@ def plan(config):
         'expected_wall_time_s': round(config.warmup + config.duration, 3),
         'max_wall_time_s': round(config.warmup + config.duration + config.timeout, 3),
         'generator_saturated': False,
+        'checks': [],
         'threshold_failures': [],
     })
     workload = config.workload
@@ -855,92 +976,190 @@ def plan(config):
     return facts
 
 
-def evaluate_thresholds(facts, thresholds):
-    """Every broken limit, as one sentence each (an empty list when the run passed)."""
-    failures = []
-    if thresholds is None:
-        return failures
-    target = facts.get('target_rate') or 0
-    if thresholds.min_rate_ratio is not None:
-        ratio = facts.get('rate_ratio', 0.0)
-        if ratio < thresholds.min_rate_ratio:
-            failures.append('sent rate %.2f req/s is %.4f of the %.2f req/s target (min_rate_ratio %s)'
-                            % (facts.get('achieved_rate', 0.0), ratio, target, thresholds.min_rate_ratio))
-    if thresholds.max_error_rate is not None:
-        rate = facts.get('error_rate', 0.0)
-        if rate > thresholds.max_error_rate:
-            failures.append('error rate %.5f (errors %d, dropped %d) is over max_error_rate %s'
-                            % (rate, facts.get('errors', 0), facts.get('dropped', 0), thresholds.max_error_rate))
-    # A latency limit holds for every request (dropped ones counted at the timeout) AND for the
-    # 2xx answers alone: fast errors must not pull the figure down, nor slow errors push it up
-    # unseen. Without any 2xx answer there is no service latency to meet the limit.
-    every = (facts.get('latency_ms') or {}).get('intended') or {}
-    good = (facts.get('latency_ok_ms') or {}).get('intended') or {}
-    for key, limit in (('p95', thresholds.max_p95_ms), ('p99', thresholds.max_p99_ms)):
-        if limit is None:
-            continue
-        value_all, value_ok = every.get(key), good.get(key)
-        if value_all is None and value_ok is None:
-            failures.append('no latency sample to compare with max_%s_ms %s' % (key, limit))
-            continue
-        broken = []
-        if value_all is None:
-            broken.append('no request measured')
-        elif value_all > limit:
-            broken.append('%.1f ms over all requests' % value_all)
-        if value_ok is None:
-            broken.append('no 2xx answer to measure')
-        elif value_ok > limit:
-            broken.append('%.1f ms over the 2xx answers' % value_ok)
-        if broken:
-            failures.append('latency %s (from the intended start) breaks max_%s_ms %s: %s'
-                            % (key, key, limit, ', '.join(broken)))
+def _check(name, limit, value, failures, passed):
+    """(one entry of ``checks``, its failure sentences).
+
+    A check over several instances (or both ends of the Q-Score range) may break with several
+    sentences; ``threshold_failures`` lists each of them, the check's message joins them.
+    """
+    check = {'name': name, 'passed': not failures, 'limit': limit, 'value': value,
+             'message': '; '.join(failures) if failures else passed}
+    return check, failures
+
+
+def _unjudged(name, limit, failure):
+    """A check that fails because the run gave nothing to compare with its limit."""
+    return _check(name, limit, None, [failure], None)
+
+
+def _against(name, limit, value, broken, text, failed, passed):
+    """A check of one figure: the sentence ``text`` ends with ``failed`` or ``passed`` % the limit."""
+    return _check(name, limit, value, [text + failed % limit] if broken else [], text + passed % limit)
+
+
+def _check_rate(facts, thresholds):
+    limit = thresholds.min_rate_ratio
+    ratio = facts.get('rate_ratio', 0.0)
+    text = ('sent rate %.2f req/s is %.4f of the %.2f req/s target'
+            % (facts.get('achieved_rate', 0.0), ratio, facts.get('target_rate') or 0))
+    return _against('min_rate_ratio', limit, ratio, ratio < limit, text, ' (min_rate_ratio %s)',
+                    ', at least min_rate_ratio %s')
+
+
+def _check_errors(facts, thresholds):
+    limit = thresholds.max_error_rate
+    rate = facts.get('error_rate', 0.0)
+    text = 'error rate %.5f (errors %d, dropped %d)' % (rate, facts.get('errors', 0), facts.get('dropped', 0))
+    return _against('max_error_rate', limit, rate, rate > limit, text, ' is over max_error_rate %s',
+                    ' is within max_error_rate %s')
+
+
+def _check_latency(facts, key, limit):
+    """A latency limit holds for every request (dropped ones counted at the timeout) AND for the
+    2xx answers alone: fast errors must not pull the figure down, nor slow errors push it up
+    unseen. Without any 2xx answer there is no service latency to meet the limit."""
+    name = 'max_%s_ms' % key
+    value_all = ((facts.get('latency_ms') or {}).get('intended') or {}).get(key)
+    value_ok = ((facts.get('latency_ok_ms') or {}).get('intended') or {}).get(key)
+    value = {'all': value_all, 'ok': value_ok}
+    if value_all is None and value_ok is None:
+        return _unjudged(name, limit, 'no latency sample to compare with %s %s' % (name, limit))
+    broken = []
+    if value_all is None:
+        broken.append('no request measured')
+    elif value_all > limit:
+        broken.append('%.1f ms over all requests' % value_all)
+    if value_ok is None:
+        broken.append('no 2xx answer to measure')
+    elif value_ok > limit:
+        broken.append('%.1f ms over the 2xx answers' % value_ok)
+    if broken:
+        return _check(name, limit, value, ['latency %s (from the intended start) breaks %s %s: %s'
+                                           % (key, name, limit, ', '.join(broken))], None)
+    return _check(name, limit, value, [], 'latency %s (from the intended start) holds %s %s: %.1f ms over all '
+                  'requests, %.1f ms over the 2xx answers' % (key, name, limit, value_all, value_ok))
+
+
+def _check_instances(facts, thresholds):
     instance_errors = facts.get('instance_errors') or {}
+    shares = facts.get('instance_shares') or {}
+    floor = thresholds.min_instance_share
 
     def errors_of(name):
         count = instance_errors.get(name)
         return ' (and %d answers that were errors)' % count if count else ''
 
-    shares = facts.get('instance_shares') or {}
-    if thresholds.expected_instances:
-        floor = thresholds.min_instance_share
-        for name in thresholds.expected_instances:
-            share = shares.get(name, 0.0)
-            if floor is None:
-                if not (facts.get('instances') or {}).get(name):
-                    failures.append('instance %s never answered with a 2xx status%s' % (name, errors_of(name)))
-            elif share < floor:
-                failures.append('instance %s gave %.4f of the 2xx answers%s, below min_instance_share %s'
-                                % (name, share, errors_of(name), floor))
-    elif thresholds.min_instance_share is not None:
-        # an instance that answered nothing but errors has a share of 0
-        for name in sorted(set(shares) | set(instance_errors)):
-            share = shares.get(name, 0.0)
-            if share < thresholds.min_instance_share:
-                failures.append('instance %s gave %.4f of the 2xx answers%s, below min_instance_share %s'
-                                % (name, share, errors_of(name), thresholds.min_instance_share))
+    if thresholds.expected_instances and floor is None:
+        answered = facts.get('instances') or {}
+        value = dict((name, answered.get(name, 0)) for name in thresholds.expected_instances)
+        failures = ['instance %s never answered with a 2xx status%s' % (name, errors_of(name))
+                    for name, count in value.items() if not count]
+        return _check('expected_instances', list(thresholds.expected_instances), value, failures,
+                      'every expected instance (%s) answered with a 2xx status' % ', '.join(value))
+    # Without expected_instances, every instance that answered: one that answered nothing but
+    # errors has a share of 0.
+    names = thresholds.expected_instances or sorted(set(shares) | set(instance_errors))
+    value = dict((name, shares.get(name, 0.0)) for name in names)
+    failures = ['instance %s gave %.4f of the 2xx answers%s, below min_instance_share %s'
+                % (name, share, errors_of(name), floor) for name, share in value.items() if share < floor]
+    passed = ('each of %d instances gave at least min_instance_share %s of the 2xx answers (the least %.4f)'
+              % (len(value), floor, min(value.values())) if value else
+              'no instance answered, so none gave less than min_instance_share %s' % floor)
+    return _check('min_instance_share', floor, value, failures, passed)
+
+
+def _check_q_scores(facts, thresholds):
+    low, high = thresholds.q_score_min, thresholds.q_score_max
     q_stats = facts.get('q_score', {})
-    if thresholds.q_score_min is not None or thresholds.q_score_max is not None:
-        if not q_stats.get('count'):
-            failures.append('no q_score was observed in any 200 response')
-        else:
-            if thresholds.q_score_min is not None and q_stats['min'] < thresholds.q_score_min:
-                failures.append('q_score min %.3f is below q_score_min %s' % (q_stats['min'], thresholds.q_score_min))
-            if thresholds.q_score_max is not None and q_stats['max'] > thresholds.q_score_max:
-                failures.append('q_score max %.3f is over q_score_max %s' % (q_stats['max'], thresholds.q_score_max))
-    if thresholds.max_duplicate_judgments is not None:
-        audit = facts.get('duplicates')
-        if not audit:
-            failures.append('max_duplicate_judgments %s: the run sent no corpus of cells, so no duplicate was '
-                            'audited' % thresholds.max_duplicate_judgments)
-        elif audit['duplicate_judgments'] > thresholds.max_duplicate_judgments:
-            failures.append('%d duplicate judgments (%d judgments of %d distinct cells, counted from %s) are over '
-                            'max_duplicate_judgments %s'
-                            % (audit['duplicate_judgments'], audit['judgments'], audit['cells_answered'],
-                               audit['counted_from'], thresholds.max_duplicate_judgments))
-    if thresholds.fail_if_saturated and facts.get('generator_saturated'):
+    if not q_stats.get('count'):
+        return _unjudged('q_score_range', [low, high], 'no q_score was observed in any 200 response')
+    failures = []
+    passed = []
+    if low is not None:
+        if q_stats['min'] < low:
+            failures.append('q_score min %.3f is below q_score_min %s' % (q_stats['min'], low))
+        passed.append('min %.3f is at least q_score_min %s' % (q_stats['min'], low))
+    if high is not None:
+        if q_stats['max'] > high:
+            failures.append('q_score max %.3f is over q_score_max %s' % (q_stats['max'], high))
+        passed.append('max %.3f is at most q_score_max %s' % (q_stats['max'], high))
+    return _check('q_score_range', [low, high], [q_stats['min'], q_stats['max']], failures,
+                  'q_score ' + ' and '.join(passed))
+
+
+def _check_duplicates(facts, thresholds):
+    limit = thresholds.max_duplicate_judgments
+    audit = facts.get('duplicates')
+    if not audit:
+        return _unjudged('max_duplicate_judgments', limit, 'max_duplicate_judgments %s: the run sent no corpus of '
+                         'cells, so no duplicate was audited' % limit)
+    text = ('%d duplicate judgments (%d judgments of %d distinct cells, counted from %s)'
+            % (audit['duplicate_judgments'], audit['judgments'], audit['cells_answered'], audit['counted_from']))
+    count = audit['duplicate_judgments']
+    return _against('max_duplicate_judgments', limit, count, count > limit, text,
+                    ' are over max_duplicate_judgments %s', ' are within max_duplicate_judgments %s')
+
+
+def _check_q_shift(facts, thresholds):
+    limit = thresholds.max_q_shift
+    compared = facts.get('q_vs_rest') or {}
+    shift = compared.get('mean_abs_difference')
+    if not compared.get('texts_compared') or shift is None:
+        why = ('no text of this run was judged in the run at rest (q_at_rest names none of them)' if compared else
+               'no Q-Score was compared with a run at rest (q_at_rest needs cells and the q_by_text of an earlier '
+               'run)')
+        return _unjudged('max_q_shift', limit, 'max_q_shift %s: %s' % (limit, why))
+    text = ('the Q-Score of the %d texts judged in both runs moved by %.4f points on average against the run at '
+            'rest (at most %.4f)' % (compared['texts_compared'], shift, compared.get('max_abs_difference')))
+    return _against('max_q_shift', limit, shift, shift > limit, text, ', over max_q_shift %s',
+                    ', within max_q_shift %s')
+
+
+def _check_saturation(facts):
+    saturated = bool(facts.get('generator_saturated'))
+    failures = []
+    if saturated:
         failures.append('the load generator was saturated: %s' % '; '.join(facts.get('saturation_reasons', [])))
-    return failures
+    return _check('fail_if_saturated', True, saturated, failures, 'the load generator kept up (not saturated)')
+
+
+def _judge(facts, thresholds):
+    """[(check, failure sentences)] of every threshold in force, in the order of the checks."""
+    if thresholds is None:
+        return []
+    judged = []
+    if thresholds.min_rate_ratio is not None:
+        judged.append(_check_rate(facts, thresholds))
+    if thresholds.max_error_rate is not None:
+        judged.append(_check_errors(facts, thresholds))
+    for key, limit in (('p95', thresholds.max_p95_ms), ('p99', thresholds.max_p99_ms)):
+        if limit is not None:
+            judged.append(_check_latency(facts, key, limit))
+    if thresholds.expected_instances or thresholds.min_instance_share is not None:
+        judged.append(_check_instances(facts, thresholds))
+    if thresholds.q_score_min is not None or thresholds.q_score_max is not None:
+        judged.append(_check_q_scores(facts, thresholds))
+    if thresholds.max_duplicate_judgments is not None:
+        judged.append(_check_duplicates(facts, thresholds))
+    if thresholds.max_q_shift is not None:
+        judged.append(_check_q_shift(facts, thresholds))
+    if thresholds.fail_if_saturated:
+        judged.append(_check_saturation(facts))
+    return judged
+
+
+def check_thresholds(facts, thresholds):
+    """One check per threshold in force: {name, passed, limit, value, message}."""
+    return [check for check, dummy in _judge(facts, thresholds)]
+
+
+def _failures(judged):
+    return [failure for dummy, failures in judged for failure in failures]
+
+
+def evaluate_thresholds(facts, thresholds):
+    """Every broken limit, as one sentence each (an empty list when the run passed)."""
+    return _failures(_judge(facts, thresholds))
 
 
 async def run_async(config, progress=None):
@@ -966,8 +1185,10 @@ def run_load(config, thresholds=None, progress=None):
 
 def apply_thresholds(facts, thresholds):
     """Store the verdict of ``thresholds`` in the facts."""
-    failures = evaluate_thresholds(facts, thresholds)
+    judged = _judge(facts, thresholds)
+    failures = _failures(judged)
     facts['thresholds'] = thresholds.as_dict() if thresholds is not None else {}
+    facts['checks'] = [check for check, dummy in judged]
     facts['threshold_failures'] = failures
     facts['passed'] = not failures
     return facts

@@ -27,18 +27,11 @@ notes:
 author:
   - CYNIC cluster team (@cynic-cluster)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.facts
+  - cynic.cluster.attributes
+  - cynic.cluster.http_client
 attributes:
   check_mode:
-    support: full
     details: The module only reads, so it does the same in check mode.
-  diff_mode:
-    support: none
-  facts:
-    support: full
-  platform:
-    platforms: posix
 options:
   instances:
     description:
@@ -73,15 +66,7 @@ options:
     type: bool
     default: true
   timeout:
-    description:
-      - Timeout of every HTTP request, in seconds.
-    type: float
     default: 5
-  validate_certs:
-    description:
-      - Check TLS certificates of C(https) URLs.
-    type: bool
-    default: true
   ca_path:
     description:
       - PEM file of the CA to check C(https) certificates against, on the host the module runs on (for example the
@@ -188,7 +173,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 ansible_facts:
-  description: Facts added by the module.
+  description: The facts of the cluster (the C(cynic_cluster) fact).
   returned: always
   type: dict
   contains:
@@ -274,6 +259,7 @@ import urllib.error
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
+from ansible_collections.cynic.cluster.plugins.module_utils.cynic_module_args import http_client_spec
 
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 _HEALTH_FIELDS = ('status', 'instance_id', 'version', 'uptime_s', 'storage', 'llm', 'judgments_total')
@@ -413,15 +399,14 @@ def check_surreal(params, wanted_ids):
 
 
 def argument_spec():
-    return dict(
+    spec = http_client_spec(timeout=5)
+    spec.update(
         instances=dict(type='list', elements='str'),
         host=dict(type='str', default='127.0.0.1'),
         ports=dict(type='list', elements='int'),
         scheme=dict(type='str', choices=['http', 'https'], default='http'),
         health_path=dict(type='str', default='/health'),
         accept_degraded=dict(type='bool', default=True),
-        timeout=dict(type='float', default=5),
-        validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path'),
         use_proxy=dict(type='bool', default=False),
         surreal_url=dict(type='str'),
@@ -436,6 +421,7 @@ def argument_spec():
         stress_facts=dict(type='dict'),
         max_missing_examples=dict(type='int', default=20),
     )
+    return spec
 
 
 def main():

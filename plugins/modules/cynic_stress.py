@@ -37,21 +37,14 @@ description:
 author:
   - CYNIC cluster team (@cynic-cluster)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.facts
+  - cynic.cluster.attributes
+  - cynic.cluster.http_client
 requirements:
   - aiohttp >= 3.9 on the host that runs the module
   - uvloop (optional, faster)
 attributes:
   check_mode:
-    support: full
     details: In check mode the run is planned (the facts hold the planned request count) and nothing is sent; the plan needs no aiohttp.
-  diff_mode:
-    support: none
-  facts:
-    support: full
-  platform:
-    platforms: posix
 notes:
   - The module reports C(changed=false), like M(ansible.builtin.uri), although the default request creates
     judgments on the server.
@@ -94,7 +87,7 @@ options:
     description:
       - A corpus of cells to judge instead of the O(body) template, which is then ignored. Each element is
         C({name, cell}) (C(cell) being the C(/judge) body, with a string C(content)) or a bare cell; the
-        collection's corpus is C(playbooks/files/stress_corpus.jsonl) (read it with
+        collection's corpus is C(roles/stress/files/stress_corpus.jsonl) (read it with
         C(lookup('ansible.builtin.file', ...) | split('\n') | select | map('from_json'))).
       - Each fresh cell is the next corpus text (shuffled order) with a run marker appended to its content
         (see O(mark_cells)); O(repeat_share) of the requests repeat a cell already sent. The answers are audited
@@ -145,6 +138,7 @@ options:
     description:
       - Length of the measured window, in seconds. O(rate) times O(duration) requests are planned.
       - O(rate) times (O(warmup) + O(duration)) may plan at most 10,000,000 requests (every one is tracked in memory).
+      - The run lasts at most O(warmup) + O(duration) + O(timeout) seconds.
     type: float
     default: 10
   warmup:
@@ -159,9 +153,6 @@ options:
     type: int
     default: 256
   timeout:
-    description:
-      - Timeout of each request, in seconds. The run lasts at most O(warmup) + O(duration) + O(timeout) seconds.
-    type: float
     default: 10
   use_cookies:
     description:
@@ -169,11 +160,6 @@ options:
         checks. Off by default, so that every request looks like a new client.
     type: bool
     default: false
-  validate_certs:
-    description:
-      - Check TLS certificates for an C(https) URL.
-    type: bool
-    default: true
   run_id:
     description:
       - Identifier of the run, substituted for C({run}). A random one is made when omitted.
@@ -257,6 +243,13 @@ options:
         (C(duplicate_judgments) of RV(ansible_facts.cynic_stress.duplicates)); V(0) for a cluster that must never judge a
         cell twice. Fails when no corpus was sent.
     type: int
+  max_q_shift:
+    description:
+      - With O(q_at_rest), the largest accepted mean change of a text's Q-Score against the run at rest, in points
+        (C(mean_abs_difference) of RV(ansible_facts.cynic_stress.q_vs_rest)), for example V(2).
+      - Fails when nothing was compared (no O(q_at_rest), or none of its texts was judged by this run).
+      - Zero or more.
+    type: float
 seealso:
   - module: cynic.cluster.cynic_cluster_facts
 '''
@@ -300,6 +293,19 @@ EXAMPLES = r'''
     repeat_share: 0.25
     max_duplicate_judgments: 0
 
+- name: The corpus again under load, each text's Q-Score within 2 points of a run at rest on average
+  cynic.cluster.cynic_stress:
+    url: http://127.0.0.1:8080
+    cells: "{{ corpus }}"
+    q_at_rest: "{{ at_rest['ansible_facts']['cynic_stress']['q_by_text'] }}"
+    max_q_shift: 2
+    fail_on_thresholds: false
+  register: under_load
+
+- name: One line per threshold, passed or not
+  ansible.builtin.debug:
+    msg: "{{ under_load['ansible_facts']['cynic_stress']['checks'] | map(attribute='message') | list }}"
+
 - name: Show the latency over time
   ansible.builtin.debug:
     msg: "{{ ansible_facts['cynic_stress']['timeline'] | map(attribute='p99_ms') | list }}"
@@ -317,7 +323,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 ansible_facts:
-  description: Facts added by the module.
+  description: The facts of the run (the C(cynic_stress) fact).
   returned: always
   type: dict
   contains:
@@ -464,7 +470,7 @@ ansible_facts:
               type: dict
               returned: when not in check mode
             actual:
-              description: From the actual send.
+              description: From the actual send, of every request of the window.
               type: dict
               returned: when not in check mode
         latency_ok_ms:
@@ -480,7 +486,7 @@ ansible_facts:
               type: dict
               returned: when not in check mode
             actual:
-              description: From the actual send.
+              description: From the actual send, of the 2xx answers.
               type: dict
               returned: when not in check mode
         counted_at_timeout:
@@ -610,8 +616,52 @@ ansible_facts:
           description: The thresholds in force.
           type: dict
           returned: when not in check mode
+        checks:
+          description:
+            - One entry per threshold in force, in this order - C(min_rate_ratio), C(max_error_rate), C(max_p95_ms),
+              C(max_p99_ms), C(expected_instances) (O(expected_instances) without O(min_instance_share)),
+              C(min_instance_share), C(q_score_range) (O(q_score_min), O(q_score_max) or both),
+              C(max_duplicate_judgments), C(max_q_shift) and C(fail_if_saturated).
+            - Empty in check mode and when no threshold is set.
+          type: list
+          elements: dict
+          returned: always
+          contains:
+            name:
+              description: The threshold, one of the names above.
+              type: str
+              returned: always
+            passed:
+              description: Whether the run met it.
+              type: bool
+              returned: always
+            limit:
+              description:
+                - The limit as set; C([q_score_min, q_score_max]) for C(q_score_range) (null for an end not set), the
+                  instance ids for C(expected_instances), true for C(fail_if_saturated).
+              type: raw
+              returned: always
+            value:
+              description:
+                - What was compared with the limit, null when there was nothing to compare.
+                - C({all, ok}) (the p95 or p99 from the intended start over every request and over the 2xx answers)
+                  for the latency limits; C({instance, share}) for C(min_instance_share); C({instance, 2xx answers})
+                  for C(expected_instances); the observed C([min, max]) for C(q_score_range);
+                  C(duplicate_judgments), C(mean_abs_difference) of RV(ansible_facts.cynic_stress.q_vs_rest) and
+                  RV(ansible_facts.cynic_stress.generator_saturated) for the checks of those names; the ratio or the
+                  rate for the others.
+              type: raw
+              returned: always
+            message:
+              description:
+                - One sentence with the figures, when passed as when failed. A failed check's message is its
+                  sentences of RV(ansible_facts.cynic_stress.threshold_failures), joined by C(; ).
+              type: str
+              returned: always
         threshold_failures:
-          description: One sentence per broken threshold.
+          description:
+            - One sentence per broken threshold (a check over several instances, or both ends of the Q-Score range,
+              may break with several); the messages of the failed RV(ansible_facts.cynic_stress.checks).
           type: list
           elements: str
           returned: always
@@ -632,13 +682,16 @@ from ansible_collections.cynic.cluster.plugins.module_utils.cynic_load import (
     plan,
     run_load,
 )
+from ansible_collections.cynic.cluster.plugins.module_utils.cynic_module_args import http_client_spec
 
 THRESHOLD_KEYS = ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms', 'expected_instances',
-                  'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated', 'max_duplicate_judgments')
+                  'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated', 'max_duplicate_judgments',
+                  'max_q_shift')
 
 
 def argument_spec():
-    return dict(
+    spec = http_client_spec(timeout=10)
+    spec.update(
         url=dict(type='str', required=True),
         path=dict(type='str', default='/judge'),
         method=dict(type='str', default='POST'),
@@ -654,9 +707,7 @@ def argument_spec():
         duration=dict(type='float', default=10),
         warmup=dict(type='float', default=0),
         max_in_flight=dict(type='int', default=256),
-        timeout=dict(type='float', default=10),
         use_cookies=dict(type='bool', default=False),
-        validate_certs=dict(type='bool', default=True),
         run_id=dict(type='str'),
         parse_body=dict(type='bool', default=True),
         return_judgment_ids=dict(type='bool', default=True),
@@ -672,7 +723,9 @@ def argument_spec():
         q_score_min=dict(type='float'),
         q_score_max=dict(type='float'),
         max_duplicate_judgments=dict(type='int'),
+        max_q_shift=dict(type='float'),
     )
+    return spec
 
 
 def main():

@@ -136,6 +136,8 @@ def test_valid_requests_pass_validation():
     ({'max_p99_ms': -1}, 'max_p99_ms must be between 0 and inf'),
     ({'q_score_min': '10'}, 'q_score_min must be a finite number'),
     ({'q_score_min': 80, 'q_score_max': 20}, 'no run could pass'),
+    ({'max_q_shift': -0.5}, 'max_q_shift must be between 0 and inf'),
+    ({'max_q_shift': float('inf')}, 'max_q_shift must be a finite number'),
 ])
 def test_thresholds_are_validated(kwargs, message):
     with pytest.raises(cl.LoadError, match=message):
@@ -148,6 +150,7 @@ def test_plan_sends_nothing():
     assert facts['check_mode'] is True
     assert (facts['planned'], facts['warmup_planned'], facts['sent']) == (200, 100, 0)
     assert facts['expected_wall_time_s'] == 6.0 and facts['max_wall_time_s'] == 9.0
+    assert facts['checks'] == [] and facts['threshold_failures'] == []
 
 
 def test_a_50ms_server_gives_a_50ms_median(http_server):
@@ -576,3 +579,103 @@ def test_a_run_reports_its_worst_second(http_server):
     assert worst['p99_ms'] == max(s['p99_ms'] for s in facts['timeline'] if s['p99_ms'] is not None)
     assert facts['median_second_p99_ms'] <= worst['p99_ms']
     assert 'worst second' in cl.format_summary(facts)
+
+
+# A run that meets every limit of PASS and breaks every limit of FAIL (one threshold at a time).
+GOOD = {
+    'target_rate': 100.0, 'achieved_rate': 99.5, 'rate_ratio': 0.995, 'error_rate': 0.0, 'errors': 0, 'dropped': 0,
+    'latency_ms': {'intended': {'p95': 40.0, 'p99': 80.0}}, 'latency_ok_ms': {'intended': {'p95': 38.0, 'p99': 75.0}},
+    'instances': {'a': 50, 'b': 50}, 'instance_shares': {'a': 0.5, 'b': 0.5}, 'instance_errors': {},
+    'q_score': {'count': 100, 'mean': 50.0, 'min': 10.0, 'max': 90.0},
+    'duplicates': {'duplicate_judgments': 0, 'judgments': 30, 'cells_answered': 30, 'counted_from': 'judgment_id'},
+    'q_vs_rest': {'texts_compared': 3, 'mean_abs_difference': 0.5, 'max_abs_difference': 1.0},
+    'generator_saturated': False, 'saturation_reasons': [],
+}
+CHECKS = [
+    # name, thresholds, the value of GOOD, what breaks it, the value then, a word of the failure
+    ('min_rate_ratio', {'min_rate_ratio': 0.99}, 0.995, {'rate_ratio': 0.9, 'achieved_rate': 90.0}, 0.9,
+     'sent rate 90.00 req/s is 0.9000 of the 100.00 req/s target (min_rate_ratio 0.99)'),
+    ('max_error_rate', {'max_error_rate': 0.01}, 0.0, {'error_rate': 0.02, 'errors': 2}, 0.02,
+     'error rate 0.02000 (errors 2, dropped 0) is over max_error_rate 0.01'),
+    ('max_p95_ms', {'max_p95_ms': 50}, {'all': 40.0, 'ok': 38.0},
+     {'latency_ok_ms': {'intended': {'p95': 60.0}}}, {'all': 40.0, 'ok': 60.0},
+     'latency p95 (from the intended start) breaks max_p95_ms 50: 60.0 ms over the 2xx answers'),
+    ('max_p99_ms', {'max_p99_ms': 100}, {'all': 80.0, 'ok': 75.0},
+     {'latency_ms': {'intended': {'p99': 120.0}}}, {'all': 120.0, 'ok': 75.0},
+     'latency p99 (from the intended start) breaks max_p99_ms 100: 120.0 ms over all requests'),
+    ('expected_instances', {'expected_instances': ['a', 'b']}, {'a': 50, 'b': 50},
+     {'instances': {'a': 100}, 'instance_errors': {'b': 4}}, {'a': 100, 'b': 0},
+     'instance b never answered with a 2xx status (and 4 answers that were errors)'),
+    ('min_instance_share', {'expected_instances': ['a', 'b'], 'min_instance_share': 0.4}, {'a': 0.5, 'b': 0.5},
+     {'instance_shares': {'a': 0.7, 'b': 0.3}}, {'a': 0.7, 'b': 0.3},
+     'instance b gave 0.3000 of the 2xx answers, below min_instance_share 0.4'),
+    ('min_instance_share', {'min_instance_share': 0.4}, {'a': 0.5, 'b': 0.5},
+     {'instance_errors': {'c': 3}}, {'a': 0.5, 'b': 0.5, 'c': 0.0},
+     'instance c gave 0.0000 of the 2xx answers (and 3 answers that were errors), below min_instance_share 0.4'),
+    ('q_score_range', {'q_score_min': 0, 'q_score_max': 100}, [10.0, 90.0],
+     {'q_score': {'count': 4, 'mean': 50.0, 'min': -1.0, 'max': 101.0}}, [-1.0, 101.0],
+     'q_score min -1.000 is below q_score_min 0; q_score max 101.000 is over q_score_max 100'),
+    ('q_score_range', {'q_score_max': 100}, [10.0, 90.0],
+     {'q_score': {'count': 0, 'mean': None, 'min': None, 'max': None}}, None,
+     'no q_score was observed in any 200 response'),
+    ('max_duplicate_judgments', {'max_duplicate_judgments': 0}, 0,
+     {'duplicates': {'duplicate_judgments': 2, 'judgments': 32, 'cells_answered': 30, 'counted_from': 'judgment_id'}},
+     2, '2 duplicate judgments (32 judgments of 30 distinct cells, counted from judgment_id) are over '
+        'max_duplicate_judgments 0'),
+    ('max_q_shift', {'max_q_shift': 0.5}, 0.5,
+     {'q_vs_rest': {'texts_compared': 3, 'mean_abs_difference': 1.25, 'max_abs_difference': 3.0}}, 1.25,
+     'the Q-Score of the 3 texts judged in both runs moved by 1.2500 points on average against the run at rest '
+     '(at most 3.0000), over max_q_shift 0.5'),
+    ('max_q_shift', {'max_q_shift': 2}, 0.5,
+     {'q_vs_rest': {'texts_compared': 0, 'mean_abs_difference': None, 'max_abs_difference': None}}, None,
+     'max_q_shift 2: no text of this run was judged in the run at rest (q_at_rest names none of them)'),
+    ('max_q_shift', {'max_q_shift': 2}, 0.5, {'q_vs_rest': None}, None,
+     'max_q_shift 2: no Q-Score was compared with a run at rest (q_at_rest needs cells and the q_by_text of an '
+     'earlier run)'),
+    ('fail_if_saturated', {'fail_if_saturated': True}, False,
+     {'generator_saturated': True, 'saturation_reasons': ['scheduler lag p99 30.0 ms is over 20.0 ms']}, True,
+     'the load generator was saturated: scheduler lag p99 30.0 ms is over 20.0 ms'),
+]
+
+
+@pytest.mark.parametrize('name, limits, good_value, broken, broken_value, failure', CHECKS)
+def test_each_check_passes_and_fails(name, limits, good_value, broken, broken_value, failure):
+    thresholds = cl.Thresholds(**limits)
+    [check] = cl.check_thresholds(GOOD, thresholds)
+    assert sorted(check) == ['limit', 'message', 'name', 'passed', 'value']
+    assert (check['name'], check['passed'], check['value']) == (name, True, good_value), check
+    assert isinstance(check['message'], str) and check['message'] and check['message'] != failure, check
+    assert cl.evaluate_thresholds(GOOD, thresholds) == []
+
+    facts = dict(GOOD, **broken)
+    [check] = cl.check_thresholds(facts, thresholds)
+    assert (check['name'], check['passed'], check['value']) == (name, False, broken_value), check
+    assert check['message'] == failure
+    # threshold_failures keeps one sentence per broken limit, and the check joins them
+    assert '; '.join(cl.evaluate_thresholds(facts, thresholds)) == failure
+
+
+def test_the_limit_of_each_check_is_the_threshold_as_set():
+    limits = cl.Thresholds(min_rate_ratio=0.99, max_error_rate=0.01, max_p95_ms=50, max_p99_ms=100,
+                           min_instance_share=0.4, q_score_max=95, max_duplicate_judgments=1, max_q_shift=0.5,
+                           fail_if_saturated=True)
+    checks = cl.check_thresholds(GOOD, limits)
+    assert [(check['name'], check['limit']) for check in checks] == [
+        ('min_rate_ratio', 0.99), ('max_error_rate', 0.01), ('max_p95_ms', 50), ('max_p99_ms', 100),
+        ('min_instance_share', 0.4), ('q_score_range', [None, 95]), ('max_duplicate_judgments', 1),
+        ('max_q_shift', 0.5), ('fail_if_saturated', True)]
+    assert all(check['passed'] for check in checks), checks
+    assert [check['name'] for check in cl.check_thresholds(GOOD, cl.Thresholds(expected_instances=['a']))] == [
+        'expected_instances']
+    assert cl.check_thresholds(GOOD, cl.Thresholds()) == [] and cl.check_thresholds(GOOD, None) == []
+
+
+def test_apply_thresholds_stores_the_checks_beside_the_failures():
+    facts = dict(GOOD, rate_ratio=0.5, instance_shares={'a': 0.9, 'b': 0.05, 'c': 0.05})
+    cl.apply_thresholds(facts, cl.Thresholds(min_rate_ratio=0.9, min_instance_share=0.2, max_q_shift=1))
+    assert [(check['name'], check['passed']) for check in facts['checks']] == [
+        ('min_rate_ratio', False), ('min_instance_share', False), ('max_q_shift', True)]
+    # two instances below the share: two sentences, one check
+    assert len(facts['threshold_failures']) == 3 and facts['passed'] is False
+    assert facts['checks'][1]['message'] == '; '.join(facts['threshold_failures'][1:])
+    assert facts['thresholds']['max_q_shift'] == 1

@@ -22,7 +22,7 @@ from ansible_collections.cynic.cluster.plugins.module_utils import cynic_load as
 from ansible_collections.cynic.cluster.plugins.module_utils import cynic_workload as cw
 
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(cl.__file__))))
-CORPUS_FILE = os.path.join(COLLECTION, 'playbooks', 'files', 'stress_corpus.jsonl')
+CORPUS_FILE = os.path.join(COLLECTION, 'roles', 'stress', 'files', 'stress_corpus.jsonl')
 CORPUS = [
     {'name': 'py', 'cell': {'content': 'def f(x):\n    return "a\\\\b" + x', 'reality': 'CODE'}},
     {'name': 'fr', 'cell': {'content': 'Très bien, « merci » 🙂', 'reality': 'SOCIAL', 'analysis': 'PERCEIVE'}},

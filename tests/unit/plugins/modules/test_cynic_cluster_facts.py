@@ -99,17 +99,11 @@ def fake_engine(records):
 RECORDS = [('c1', 'j1'), ('c2', 'j2'), ('c3', 'j3'), ('c3', 'j3b'), ('c4', 'j4')]
 
 
-def test_documentation_matches_the_argument_spec():
-    options = yaml.safe_load(cynic_cluster_facts.DOCUMENTATION)['options']
-    spec = cynic_cluster_facts.argument_spec()
-    assert sorted(options) == sorted(spec)
-    for name, arg in spec.items():
-        doc = options[name]
-        for key, fallback in (('type', 'str'), ('default', None), ('required', False), ('elements', None),
-                              ('choices', None)):
-            assert doc.get(key, fallback) == arg.get(key, fallback), (name, key)
-    assert spec['surreal_password']['no_log'] is True
-    yaml.safe_load(cynic_cluster_facts.EXAMPLES)
+def test_documentation_matches_the_argument_spec(assert_documented_spec, module_doc):
+    options = assert_documented_spec(cynic_cluster_facts)
+    assert options['timeout']['default'] == 5
+    assert module_doc(cynic_cluster_facts)['attributes']['diff_mode']['support'] == 'none'
+    assert cynic_cluster_facts.argument_spec()['surreal_password']['no_log'] is True
     assert 'cynic_cluster' in yaml.safe_load(cynic_cluster_facts.RETURN)['ansible_facts']['contains']
 
 

@@ -25,17 +25,13 @@ async def judge(server, request):
                              headers={'X-Instance-ID': 'cynic-%d' % (number % 2 + 1)})
 
 
-def test_documentation_matches_the_argument_spec():
-    options = yaml.safe_load(cynic_stress.DOCUMENTATION)['options']
-    spec = cynic_stress.argument_spec()
-    assert sorted(options) == sorted(spec)
-    for name, arg in spec.items():
-        doc = options[name]
-        assert doc.get('type', 'str') == arg.get('type', 'str'), name
-        assert doc.get('default') == arg.get('default'), name
-        assert doc.get('required', False) == arg.get('required', False), name
-        assert doc.get('elements') == arg.get('elements'), name
-    yaml.safe_load(cynic_stress.EXAMPLES)
+def test_documentation_matches_the_argument_spec(assert_documented_spec, module_doc):
+    options = assert_documented_spec(cynic_stress)
+    # the shared options come from the doc fragment, with this module's own default
+    assert options['timeout']['default'] == 10 and options['validate_certs']['type'] == 'bool'
+    attributes = module_doc(cynic_stress)['attributes']
+    assert attributes['check_mode']['support'] == 'full' and 'planned' in attributes['check_mode']['details']
+    assert attributes['platform']['platforms'] == 'posix'
     returned = yaml.safe_load(cynic_stress.RETURN)
     assert 'cynic_stress' in returned['ansible_facts']['contains']
 
@@ -54,6 +50,9 @@ def test_a_passing_run_returns_the_facts(http_server, run_module):
     assert (facts['planned'], facts['sent'], facts['ok']) == (100, 100, 100)
     assert facts['passed'] is True and facts['threshold_failures'] == []
     assert facts['thresholds']['min_instance_share'] == 0.4
+    assert [(check['name'], check['passed']) for check in facts['checks']] == [
+        ('min_rate_ratio', True), ('max_error_rate', True), ('max_p99_ms', True), ('min_instance_share', True),
+        ('q_score_range', True)]
     assert len(facts['judgment_ids']) == 120
     assert server.stats['requests'] == 120
 
@@ -71,6 +70,9 @@ def test_broken_thresholds_fail_and_still_return_the_facts(http_server, run_modu
     assert facts['sent'] == 50 and facts['ok'] == 50 and 'judgment_ids' not in facts
     assert facts['passed'] is False
     assert len(result['threshold_failures']) == 5
+    # both instances below the share are one check with two sentences
+    assert [check['name'] for check in facts['checks'] if not check['passed']] == [
+        'max_p95_ms', 'max_p99_ms', 'min_instance_share', 'q_score_range']
     assert result['msg'].startswith('5 threshold(s) broken: ')
     for word in ('min_instance_share', 'max_p95_ms', 'max_p99_ms', 'cynic-9', 'q_score_max'):
         assert word in result['msg']
@@ -79,6 +81,30 @@ def test_broken_thresholds_fail_and_still_return_the_facts(http_server, run_modu
     result, failed = run_module(cynic_stress.main, args)
     assert not failed
     assert result['ansible_facts']['cynic_stress']['passed'] is False
+
+
+def test_q_scores_are_held_against_a_run_at_rest(http_server, run_module):
+    """max_q_shift: each text's mean Q-Score (40 to 49 here, whatever the text) against a run at rest."""
+    server = http_server([('POST', '/judge', judge)])
+    cells = [{'name': name, 'cell': {'content': 'text ' + name, 'reality': 'CODE'}} for name in ('a', 'b', 'c')]
+    base = {'url': server.url, 'rate': 60, 'duration': 0.5, 'cells': cells}
+    result, failed = run_module(cynic_stress.main, base)
+    assert not failed, result
+    at_rest = result['ansible_facts']['cynic_stress']['q_by_text']
+
+    result, failed = run_module(cynic_stress.main, dict(base, q_at_rest=at_rest, max_q_shift=9.5))
+    assert not failed, result
+    [check] = result['ansible_facts']['cynic_stress']['checks']
+    assert check['name'] == 'max_q_shift' and check['passed'] is True and 0 <= check['value'] <= 9, check
+
+    far = dict((name, [count, 0.0]) for name, (count, mean) in at_rest.items())
+    result, failed = run_module(cynic_stress.main, dict(base, q_at_rest=far, max_q_shift=9.5))
+    assert failed and result['msg'].startswith('1 threshold(s) broken: the Q-Score of the 3 texts judged in both runs')
+    assert 'over max_q_shift 9.5' in result['msg']
+    assert result['ansible_facts']['cynic_stress']['checks'][0]['value'] >= 40
+
+    result, failed = run_module(cynic_stress.main, dict(base, max_q_shift=1))
+    assert failed and 'max_q_shift 1.0: no Q-Score was compared with a run at rest' in result['msg'], result['msg']
 
 
 def _undocumented(value, doc, where):
