@@ -7,7 +7,7 @@ nginx, three kernel instances on 8001/8003/8005, built from ../shared/cynic-kern
 1. Capacity (benchlib's ramp: the highest constant rate holding p99 <= --p99-ms, no error, no drop):
    one instance direct on its port, then one, two and three instances through nginx; the instances
    not under test are stopped. Every request judges a new cell of the corpus
-   (playbooks/files/stress_corpus.jsonl). Each instance's CPU seconds (its unit's processes, from
+   (roles/stress/files/stress_corpus.jsonl). Each instance's CPU seconds (its unit's processes, from
    /proc) per judgment, and nginx's, from the step that held the highest rate.
 2. Duplicates: the same workload (the corpus, a quarter of the requests repeating a cell, half of
    those right behind the cell's first request; the same run id, so the same cells in the same
@@ -57,7 +57,7 @@ CONTAINER = "cynic-kernel-bench"
 SCENARIO = ROOT / "molecule" / "kernel"
 WORKDIR = ROOT / ".cache" / "bench-kernel"
 INSTANCES = {"1": 8001, "2": 8003, "3": 8005}  # molecule/kernel/molecule.yml's cynic_instances
-CORPUS = f"{ENGINE_DIR}/playbooks/files/stress_corpus.jsonl"
+CORPUS = f"{ENGINE_DIR}/roles/stress/files/stress_corpus.jsonl"
 TARGET_RATE = 150  # what the mission asks of a cluster
 
 
@@ -224,7 +224,7 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
         "molecule scenario `kernel`'s variables on one Debian 13 container. Service objective of a step: "
         f"p99 latency <= {info['p99_ms']:g} ms from the intended start (over all requests and over the 2xx answers), "
         "no error, nothing dropped, the generator on schedule (>= 99% of the target rate). Every request judges a "
-        "new cell of the corpus `playbooks/files/stress_corpus.jsonl` (120 texts, 7 realities, 34 to 5,364 "
+        "new cell of the corpus `roles/stress/files/stress_corpus.jsonl` (120 texts, 7 realities, 34 to 5,364 "
         "characters), in heuristic mode (Ollama has no model: with one the kernel answers 500, its bug).",
         "",
         "## Capacity",

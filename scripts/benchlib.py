@@ -27,7 +27,7 @@ BIN = ROOT / ".venv" / "bin"
 LOADGEN_PY = "/opt/cynic-loadgen/venv/bin/python"
 ENGINE_DIR = "/opt/cynic-loadgen/bench"  # tools/cynic-stress + plugins/module_utils + the corpus
 ENGINE_FILES = ("tools/cynic-stress", "plugins/module_utils/cynic_load.py", "plugins/module_utils/cynic_workload.py",
-                "playbooks/files/stress_corpus.jsonl")
+                "roles/stress/files/stress_corpus.jsonl")
 MIN_RATE_RATIO = 0.99
 SATURATION_LAG_MS = 20.0  # the engine's saturation_lag_ms default
 

@@ -1,4 +1,5 @@
-"""playbooks/stress.yml against the converged default scenario: 150 req/s for 60 s through nginx.
+"""playbooks/stress.yml (the role cynic.cluster.stress) against the converged default scenario: 150 req/s
+for 60 s through nginx.
 
 The playbook writes the report, the plot and the raw facts on the controller; these tests assert
 from the facts (stress-facts.json), not from the playbook's output.
@@ -29,8 +30,8 @@ def test_check_mode_plans_and_sends_nothing(host, tmp_path):
     before = journal_lines(host)
     result = run_playbook(
         "playbooks/stress.yml", "--check",
-        "-e", f"cynic_stress_rate={RATE}", "-e", "cynic_stress_duration=5",
-        "-e", f"cynic_stress_report_dir={tmp_path}",
+        "-e", f"stress_rate={RATE}", "-e", "stress_duration=5",
+        "-e", f"stress_report_dir={tmp_path}",
     )
     assert result.returncode == 0, result.stdout[-5000:]
     # The result callback may wrap the message over lines: compare with whitespace folded.
@@ -47,8 +48,8 @@ def stress():
         (REPORT_DIR / name).unlink(missing_ok=True)
     result = run_playbook(
         "playbooks/stress.yml",
-        "-e", f"cynic_stress_rate={RATE}", "-e", f"cynic_stress_duration={DURATION}",
-        "-e", f"cynic_stress_report_dir={REPORT_DIR}",
+        "-e", f"stress_rate={RATE}", "-e", f"stress_duration={DURATION}",
+        "-e", f"stress_report_dir={REPORT_DIR}",
     )
     facts_file = REPORT_DIR / "stress-facts.json"
     assert facts_file.exists(), result.stdout[-5000:]
@@ -61,6 +62,19 @@ def test_the_playbook_passed(stress):
     assert not failed, failed
     assert facts["passed"] is True
     assert "every item of the checklist passed" in output, output[-5000:]
+    # the checklist read the load generator's own verdicts: one per threshold of the cluster run
+    checks = {check["name"]: check for check in facts["cluster_run"]["checks"]}
+    assert set(checks) == {"min_rate_ratio", "max_error_rate", "min_instance_share", "q_score_range",
+                           "max_duplicate_judgments", "max_q_shift"}, checks
+    assert all(check["passed"] for check in checks.values()), checks
+
+
+def test_a_former_setting_is_refused_with_its_successor(host):
+    before = journal_lines(host)
+    result = run_playbook("playbooks/stress.yml", "-e", "cynic_stress_rate=300")
+    assert result.returncode != 0
+    assert "stress_rate (was cynic_stress_rate)" in result.stdout, result.stdout[-5000:]
+    assert journal_lines(host) == before
 
 
 def test_the_target_rate_was_sustained(stress):

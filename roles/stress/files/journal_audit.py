@@ -3,8 +3,9 @@
 Usage: journal_audit.py PATH
 
 Prints one JSON object: lines, unparseable, without_judgment_id, duplicate_ids, torn_tail (the
-file does not end with a newline) and up to 20 examples of bad lines. Exits 1 when the file
-cannot be read. Runs on the app hosts with their own python3 (standard library only).
+file does not end with a newline), up to 20 examples of bad lines, and passed (the verdict: at
+least one line, and every line a JSON object with a judgment_id of its own, newline included).
+Exits 1 when the file cannot be read. Runs on the app hosts with their own python3 (standard library only).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def audit(path: str) -> dict:
             if problem and len(out["examples"]) < MAX_EXAMPLES:
                 text = raw[:200].decode("utf-8", "replace")
                 out["examples"].append({"line": number, "problem": problem, "text": text})
+    bad = out["unparseable"] + out["without_judgment_id"] + out["duplicate_ids"]
+    out["passed"] = out["lines"] > 0 and bad == 0 and not out["torn_tail"]
     return out
 
 

@@ -2,7 +2,7 @@
 # Copyright: (c) 2025, CYNIC cluster team
 # MIT License (see LICENSE or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""The stress corpus (playbooks/files/stress_corpus.jsonl): well-formed cells that the reference node
+"""The stress corpus (roles/stress/files/stress_corpus.jsonl): well-formed cells that the reference node
 accepts as /judge bodies, spread over the realities and sizes, and judged to varied Q-Scores."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cynic_node.judge import judge
 from cynic_node.models import ANALYSES, REALITIES, TIME_DIMS, RequestError, parse_judge_request
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-CORPUS = os.path.join(REPO_ROOT, 'playbooks', 'files', 'stress_corpus.jsonl')
+CORPUS = os.path.join(REPO_ROOT, 'roles', 'stress', 'files', 'stress_corpus.jsonl')
 NAME = re.compile(r'^[a-z0-9]+(?:-[a-z0-9]+)+$')
 CELL_KEYS = {'content', 'reality', 'analysis', 'time_dim', 'budget_usd'}
 SHORT, LONG, MAX_CHARS = 200, 1500, 8000
