@@ -137,7 +137,7 @@ def test_rolling_update_under_load_fails_no_request(host):
     host.run("rm -f /tmp/rolling.json")
     script = CLIENT_LOOP.replace("SECONDS", "45").replace("LB", LB)
     host.run(f"nohup python3 - > /tmp/rolling.json 2>/tmp/rolling.err <<'PYEOF' &\n{script}\nPYEOF")
-    result = run_playbook("playbooks/rolling_update.yml", "-e", "cynic_rolling_force=true")
+    result = run_playbook("playbooks/rolling_update.yml", "-e", "rolling_update_force=true")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "cynic@3" in result.stdout
     host.run("for i in $(seq 1 90); do [ -s /tmp/rolling.json ] && break; sleep 1; done")

@@ -35,7 +35,7 @@ def test_teardown_removes_the_software_keeps_the_data_then_purges_it(host):
     again = run_playbook("playbooks/teardown.yml")
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
 
-    purged = run_playbook("playbooks/teardown.yml", "-e", "cynic_teardown_purge_data=true")
+    purged = run_playbook("playbooks/teardown.yml", "-e", "teardown_purge_data=true")
     assert purged.returncode == 0, purged.stdout[-3000:]
     assert [path for path in DATA if host.file(path).exists] == []
     assert [name for name in USERS if host.user(name).exists] == []

@@ -1,5 +1,5 @@
 """A rolling update of the three kernel instances under load, by the drill operators run
-(playbooks/drills/rolling_update.yml: the forced roll of playbooks/rolling_update.yml)."""
+(playbooks/drills/rolling_update.yml: playbooks/rolling_update.yml itself, with rolling_update_force=true)."""
 from __future__ import annotations
 
 import json
