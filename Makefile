@@ -24,6 +24,8 @@ help:
 	@echo "make lab        deploy the whole cluster into local containers and print where it answers"
 	@echo "make lab-down   remove the lab containers"
 	@echo "make test       lint, sanity, unit/integration tests, galaxy build+install, molecule"
+	@echo "make stress     the 150 req/s check against the lab, report in reports/"
+	@echo "make docs       docs/VARIABLES.md from the roles' argument specs; make changelog: CHANGELOG.md"
 	@echo "make bench-node / make bench / make bench-kernel   benchmarks that write reports/"
 
 # --- set-up ------------------------------------------------------------------------------------
@@ -97,12 +99,24 @@ lint: venv
 	@command -v shellcheck >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null; }
 	shellcheck scripts/*.sh .ci/run tests/standins/*/package.sh
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
 	$(BIN)/ruff check plugins tests tools cynic_node scripts
 	cd cynic_node && $(BIN)/mypy
 	$(PY) scripts/check-argspecs.py
 	for p in playbooks/*.yml playbooks/drills/*.yml; do [ -f "$$p" ] || continue; \
 	  $(BIN)/ansible-playbook -i inventories/example --syntax-check "$$p" >/dev/null || exit 1; done
 	$(BIN)/ansible-inventory -i inventories/lab --graph >/dev/null
+
+# CHANGELOG.md from changelogs/: the new fragments join galaxy.yml's version (the one being prepared).
+# The plugin cache is rebuilt on every run (so it never lists a plugin that is gone) and not kept.
+.PHONY: changelog
+changelog: venv
+	$(BIN)/antsibull-changelog release --update-existing && rm -f changelogs/.plugin-cache.yaml
+
+# docs/VARIABLES.md from the roles' argument specs (tests/unit/scripts/test_variables_doc.py fails when it is stale).
+.PHONY: docs
+docs: venv
+	$(PY) scripts/gen_variables_doc.py
 
 .PHONY: sanity
 sanity: venv
@@ -135,7 +149,7 @@ galaxy: venv
 	grep -q '^cynic.cluster.cynic_cluster_facts ' $(GALAXY_DIR)/modules.txt
 	cd /tmp && ANSIBLE_COLLECTIONS_PATH=$(GALAXY_DIR)/installed $(BIN)/ansible-doc -t role -l cynic.cluster \
 	  | tee $(GALAXY_DIR)/roles.txt
-	for r in surrealdb ollama cynic nginx_lb loadgen firewall; do grep -q "^cynic.cluster.$$r:" $(GALAXY_DIR)/roles.txt || { echo "role $$r missing from the built collection"; exit 1; }; done
+	for r in surrealdb ollama cynic nginx_lb loadgen firewall stress; do grep -q "^cynic.cluster.$$r:" $(GALAXY_DIR)/roles.txt || { echo "role $$r missing from the built collection"; exit 1; }; done
 	@echo "galaxy: built and installed offline: $$(ls $(GALAXY_DIR)/*.tar.gz)"
 
 SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
@@ -152,7 +166,7 @@ test: lint sanity unit galaxy molecule
 lab: setup
 	scripts/lab.sh up
 
-# The 150 req/s check against the lab (playbooks/stress.yml; extra options: make stress ARGS='-e cynic_stress_rate=300').
+# The 150 req/s check against the lab (playbooks/stress.yml, the role cynic.cluster.stress; extra options: make stress ARGS='-e stress_rate=300').
 .PHONY: stress
 stress: lab
 	ansible-playbook -i inventories/lab playbooks/stress.yml $(ARGS)
