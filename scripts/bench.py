@@ -48,12 +48,12 @@ from benchlib import (  # noqa: E402  (after the path it needs)
     Lab,
     Target,
     add_ramp_arguments,
-    fmt,
+    capacity_table,
     loadavg,
     log,
     playbook,
+    save_report,
     steps_table,
-    write_raw,
 )
 
 INVENTORY = ROOT / "inventories" / "lab"
@@ -89,16 +89,8 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
         "",
         "## Result",
         "",
-        "| target | highest rate holding the objective | p99 there | first rate that broke it | why it broke |",
-        "| --- | ---: | ---: | ---: | --- |",
     ]
-    for t in targets:
-        broke = [s for s in t.steps if s["rate"] == t.first_fail and not s["passed"]]
-        why = "; ".join(broke[-1]["reasons"]) if broke else ("not reached (ramp capped)" if t.best else "-")
-        held = [s for s in t.steps if s["rate"] == t.best and s["passed"]]
-        p99 = fmt(held[-1]["facts"]["latency_ms"]["intended"]["p99"]) + " ms" if held else "-"
-        lines.append(f"| {t.title} | **{t.best if t.best is not None else '< ' + str(t.start)} req/s** | {p99} | "
-                     f"{t.first_fail or '-'} | {why} |")
+    lines += capacity_table(targets, "not reached (ramp capped)")
     if t1.best and t3.best:
         lines += ["", f"Three instances through nginx hold {t3.best / t1.best:.2f}x the rate of one instance alone."]
     if t3.best and empty.best:
@@ -153,9 +145,7 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
     for t in targets:
         lines.append(f"- `{t.key}`: {t.title}: `POST {t.url}{t.path}`, ramp from {t.start} req/s.")
     lines.append("")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    write_raw(out, targets, info)
+    save_report(out, lines, targets, info)
 
 
 def main() -> int:

@@ -43,14 +43,16 @@ from benchlib import (  # noqa: E402
     Lab,
     Target,
     add_ramp_arguments,
+    best_step,
+    capacity_table,
     fmt,
     loadavg,
     log,
     playbook,
     read_raw,
     run,
+    save_report,
     steps_table,
-    write_raw,
 )
 
 CONTAINER = "cynic-kernel-bench"
@@ -170,11 +172,6 @@ def cpu_per_judgment(step: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def best_step(target: Target) -> dict[str, Any] | None:
-    held = [s for s in target.steps if s["rate"] == target.best and s["passed"]]
-    return held[-1] if held else None
-
-
 def idle_cpu(lab: Lab, seconds: float = 10.0) -> dict[str, float]:
     """CPU used per second by each idle unit (the kernel's background workers)."""
     before = cpu_probe(lab)
@@ -229,16 +226,8 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
         "",
         "## Capacity",
         "",
-        "| target | highest rate holding the objective | p99 there | first rate that broke it | why it broke |",
-        "| --- | ---: | ---: | ---: | --- |",
     ]
-    for t in targets:
-        broke = [s for s in t.steps if s["rate"] == t.first_fail and not s["passed"]]
-        why = "; ".join(broke[-1]["reasons"]) if broke else ("not reached" if t.best else "-")
-        held = best_step(t)
-        p99 = fmt(held["facts"]["latency_ms"]["intended"]["p99"]) + " ms" if held else "-"
-        lines.append(f"| {t.title} | **{t.best if t.best is not None else '< ' + str(t.start)} req/s** | {p99} | "
-                     f"{t.first_fail or '-'} | {why} |")
+    lines += capacity_table(targets, "not reached")
     base = one.best
     lines += ["", "Scaling efficiency (rate with N instances / (N x the rate of one instance direct)):", ""]
     for n, t in ((1, nginx1), (2, nginx2), (3, nginx3)):
@@ -356,9 +345,7 @@ def write_report(out: Path, targets: list[Target], info: dict[str, Any]) -> None
         *steps_table(targets),
         "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    write_raw(out, targets, info)
+    save_report(out, lines, targets, info)
 
 
 def main() -> int:

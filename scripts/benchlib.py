@@ -277,12 +277,41 @@ def write_raw(out: Path, targets: list[Target], info: dict[str, Any]) -> None:
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
 
 
+def save_report(out: Path, lines: list[str], targets: list[Target], info: dict[str, Any]) -> None:
+    """The markdown report, and beside it the raw JSON it was written from."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    write_raw(out, targets, info)
+
+
 def read_raw(path: Path) -> tuple[list[Target], dict[str, Any]]:
     """The targets (with their steps) and the info of a run that write_raw saved."""
     raw = json.loads(path.read_text())
     targets = [Target(t["key"], t["title"], t["url"], "", 0, steps=t["steps"], best=t["best"],
                       first_fail=t["first_fail"]) for t in raw["targets"]]
     return targets, raw["info"]
+
+
+def best_step(target: Target) -> dict[str, Any] | None:
+    """The last passing step at the target's best rate."""
+    held = [s for s in target.steps if s["rate"] == target.best and s["passed"]]
+    return held[-1] if held else None
+
+
+def capacity_table(targets: list[Target], unbroken: str) -> list[str]:
+    """The markdown table of each target's highest rate holding the objective; `unbroken`: why for a ramp that never broke."""
+    lines = [
+        "| target | highest rate holding the objective | p99 there | first rate that broke it | why it broke |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for t in targets:
+        broke = [s for s in t.steps if s["rate"] == t.first_fail and not s["passed"]]
+        why = "; ".join(broke[-1]["reasons"]) if broke else (unbroken if t.best else "-")
+        held = best_step(t)
+        p99 = fmt(held["facts"]["latency_ms"]["intended"]["p99"]) + " ms" if held else "-"
+        lines.append(f"| {t.title} | **{t.best if t.best is not None else '< ' + str(t.start)} req/s** | {p99} | "
+                     f"{t.first_fail or '-'} | {why} |")
+    return lines
 
 
 def steps_table(targets: list[Target]) -> list[str]:

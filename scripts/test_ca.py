@@ -44,6 +44,13 @@ DNS_PATTERN = re.compile(r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-
 San = x509.DNSName | x509.IPAddress
 
 
+def key_usage(**granted: bool) -> x509.KeyUsage:
+    """A KeyUsage extension that grants only the usages named (every other one False)."""
+    usages = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+              "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{usage: granted.get(usage, False) for usage in usages})
+
+
 def parse_san(text: str) -> San:
     """'10.0.0.1', 'fd00::1' -> an IP address SAN; 'db-1.lab' -> a DNS name SAN."""
     try:
@@ -154,17 +161,7 @@ def ensure_ca(outdir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
         builder(name, name, key.public_key(), CA_DAYS)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .sign(key, hashes.SHA256())
@@ -189,17 +186,7 @@ def ensure_cert(outdir: Path, name: str, sans: list[San], ca: x509.Certificate, 
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=True),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -36,36 +36,18 @@ author:
 """
 
 EXAMPLES = r"""
-- name: The URL the instances sign in at
-  ansible.builtin.set_fact:
-    surreal_rpc: "{{ (hostvars[groups['cynic_db'][0]] | cynic.cluster.surrealdb_endpoint(groups['cynic_db'][0])).rpc_url }}"
+# The surrealdb role, on its own values (role parameters included, which hostvars would miss).
+- name: Show where the role's own checks reach SurrealDB
+  ansible.builtin.debug:
+    msg: "{{ {'surrealdb_bind_address': surrealdb_bind_address} | cynic.cluster.surrealdb_endpoint(inventory_hostname) }}"
 """
 
 RETURN = r"""
 _value:
-  description: The endpoint.
+  description:
+    - The endpoint, the C(surrealdb) entry of the C(cynic.cluster.topology) filter's result without C(host) and C(ca_file)
+      (C(tls), C(port), C(url), C(local_url), C(rpc_url), C(local_ca_path)); that filter documents them.
   type: dict
-  contains:
-    tls:
-      description: Whether SurrealDB serves TLS.
-      type: bool
-    port:
-      description: Its port.
-      type: int
-    local_url:
-      description: Its HTTP(S) base URL as seen from the database host itself (checks, schema, look-ups).
-      type: str
-    url:
-      description: Its HTTP(S) base URL as seen from other hosts.
-      type: str
-    rpc_url:
-      description: The WebSocket RPC URL other hosts (the instances) connect to.
-      type: str
-    local_ca_path:
-      description:
-        - Where the surrealdb role puts the CA of C(surrealdb_tls_ca) on the database host, for checks made there;
-          empty without one (the host's trust store).
-      type: str
 """
 
 

@@ -173,7 +173,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 ansible_facts:
-  description: The facts of the cluster (the C(cynic_cluster) fact).
+  description:
+    - The facts of the cluster (the C(cynic_cluster) fact).
   returned: always
   type: dict
   contains:
