@@ -140,7 +140,7 @@ def port(value, what):
     except (TypeError, ValueError):
         number = -1
     if isinstance(value, bool) or not 1 <= number <= 65535 or str(value).strip() != str(number):
-        fail('%s must be a port number 1-65535, got %r' % (what, value))
+        fail('%s must be a port number (an int 1-65535), got %r' % (what, value))
     return number
 
 
