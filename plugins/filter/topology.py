@@ -114,9 +114,10 @@ _value:
         local_url:
           description: Ollama's base URL as seen from its own host.
           type: str
-    ollama_url:
-      description: The first Ollama URL; empty when O(llm_group) is.
-      type: str
+    ollama_urls:
+      description: Every Ollama's URL as seen from other hosts, in inventory order; empty when O(llm_group) is.
+      type: list
+      elements: str
     instances:
       description:
         - Every instance of every host of O(app_group), in inventory order, from C(cynic_instances),

@@ -248,7 +248,8 @@ def topology(hostvars, groups, db_group=DB_GROUP, llm_group=LLM_GROUP, app_group
     return {
         'surrealdb': db,
         'ollama': llms,
-        'ollama_url': llms[0]['url'] if llms else '',
+        # Every Ollama, in inventory order: the instances spread their LLM calls over them.
+        'ollama_urls': [item['url'] for item in llms],
         'instances': apps,
         # nginx's server address:port: where other hosts reach each instance.
         'upstream': [urlsplit(item['url']).netloc for item in apps],

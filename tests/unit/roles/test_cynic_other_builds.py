@@ -98,7 +98,8 @@ def test_the_default_renders_the_node_as_before(tmp_path):
     assert names == ['CYNIC_HOME', 'SURREAL_URL', 'SURREAL_USER', 'SURREAL_PASS', 'SURREAL_NS', 'SURREAL_DB',
                      'SURREAL_AUTH_LEVEL', 'SURREAL_CA_FILE', 'OLLAMA_URL', 'CYNIC_MODEL', 'CYNIC_MAX_BODY_BYTES',
                      'CYNIC_METRICS_ALLOW', 'CYNIC_LLM_TIMEOUT_S',
-                     'CYNIC_LLM_MAX_CONCURRENCY', 'CYNIC_WS_MAX_MESSAGE_BYTES', 'CYNIC_WS_MAX_CLIENTS',
+                     'CYNIC_LLM_MAX_CONCURRENCY', 'CYNIC_LLM_DEADLINE_MICRO_S', 'CYNIC_LLM_DEADLINE_MACRO_S',
+                     'CYNIC_WS_MAX_MESSAGE_BYTES', 'CYNIC_WS_MAX_CLIENTS',
                      'CYNIC_WS_QUEUE_SIZE', 'CYNIC_WS_COMPRESSION', 'UVICORN_WS_MAX_SIZE',
                      'UVICORN_WS_PER_MESSAGE_DEFLATE']
     assert 'SURREAL_URL="ws://10.0.0.11:8000/rpc"\n' in files['cynic.env']
@@ -146,6 +147,12 @@ CHECKS = """
      'ports must be 1 to 65535: cynic@1 (port + 1)'),
     ({'cynic_env_omit': ['SURREAL_URI']}, 'it names SURREAL_URI'),
     ({'cynic_instance_env': {'PORT': '-1'}}, 'must be distinct'),  # PORT is already cynic_port_env
+    ({'cynic_ollama_url': 'http://llm:11434'},
+     'cynic_ollama_url is replaced by cynic_ollama_urls, a list (every Ollama the instances may use; by default '
+     'every cynic_llm host). Write cynic_ollama_urls: ["http://llm:11434"]'),
+    ({'cynic_llm_deadline_macro_s': 30}, 'must be above 0 and at most cynic_llm_timeout_s (20)'),
+    ({'cynic_llm_timeout_s': 5}, 'cynic_llm_deadline_micro_s (10) and cynic_llm_deadline_macro_s (20) must be'),
+    ({'cynic_llm_deadline_micro_s': 0}, 'must be above 0'),
 ])
 def test_bad_inputs_fail_before_anything_changes(tmp_path, extra, message):
     out = play(tmp_path, CHECKS, extra, expect_failure=True)

@@ -27,7 +27,7 @@ PLAYBOOK = """
     - ansible.builtin.template: {{src: "{roles}/nginx_lb/templates/nginx.conf.j2", dest: "{out}/nginx.conf"}}
 """
 # What the inventory would give; extra vars, since include_vars outranks play and task vars.
-BASE = {'cynic_surreal_url': 'ws://db:8000/rpc', 'cynic_ollama_url': 'http://llm:11434',
+BASE = {'cynic_surreal_url': 'ws://db:8000/rpc', 'cynic_ollama_urls': ['http://llm1:11434', 'http://llm2:11434'],
         'cynic_surreal_user': 'u', 'cynic_surreal_password': 'p', 'cynic_surreal_ca_file': '',
         'nginx_lb_upstream_servers': ['127.0.0.1:8001', '127.0.0.1:8002']}
 
@@ -60,6 +60,8 @@ def test_defaults(tmp_path, run_playbook):
     env = env_lines(tmp_path)
     assert env['CYNIC_LLM_TIMEOUT_S'] == '"20"'
     assert env['CYNIC_LLM_MAX_CONCURRENCY'] == '"4"'
+    assert env['CYNIC_LLM_DEADLINE_MICRO_S'] == '"10"' and env['CYNIC_LLM_DEADLINE_MACRO_S'] == '"20"'
+    assert env['OLLAMA_URL'] == '"http://llm1:11434,http://llm2:11434"'  # the node's comma-separated list
     assert env['CYNIC_WS_MAX_MESSAGE_BYTES'] == env['UVICORN_WS_MAX_SIZE'] == '"4096"'
     assert env['CYNIC_WS_MAX_CLIENTS'] == '"512"'
     assert env['CYNIC_WS_QUEUE_SIZE'] == '"256"'
@@ -76,12 +78,13 @@ def test_defaults(tmp_path, run_playbook):
 
 def test_settings_reach_the_files(tmp_path, run_playbook):
     render(tmp_path, run_playbook, cynic_ws_compression=True, cynic_ws_max_message_bytes=1024,
-           cynic_llm_timeout_s=7.5, nginx_lb_ws_conn_per_client=0, nginx_lb_retry_window='1500ms',
+           cynic_llm_timeout_s=7.5, cynic_llm_deadline_micro_s=2.5, nginx_lb_ws_conn_per_client=0, nginx_lb_retry_window='1500ms',
            nginx_lb_proxy_read_timeout='2s')
     env = env_lines(tmp_path)
     assert env['CYNIC_WS_COMPRESSION'] == env['UVICORN_WS_PER_MESSAGE_DEFLATE'] == '"true"'
     assert env['CYNIC_WS_MAX_MESSAGE_BYTES'] == env['UVICORN_WS_MAX_SIZE'] == '"1024"'
     assert env['CYNIC_LLM_TIMEOUT_S'] == '"7.5"'
+    assert env['CYNIC_LLM_DEADLINE_MICRO_S'] == '"2.5"'
     conf = (tmp_path / 'out' / 'nginx.conf').read_text()
     assert 'limit_conn' not in conf
     assert 'proxy_next_upstream_timeout 1500ms;' in conf

@@ -57,7 +57,7 @@ def test_hosts_that_set_nothing_get_the_roles_loopback_defaults():
                                 'local_url': 'http://127.0.0.1:8000', 'rpc_url': 'ws://127.0.0.1:8000/rpc',
                                 'local_ca_path': '', 'ca_file': ''}
     assert out['ollama'] == [{'host': 'data', 'url': 'http://127.0.0.1:11434', 'local_url': 'http://127.0.0.1:11434'}]
-    assert out['ollama_url'] == 'http://127.0.0.1:11434'
+    assert out['ollama_urls'] == ['http://127.0.0.1:11434']
     # the cynic role's three default instances; the default prefix is templated from the host's inventory name
     assert out['instances'] == [
         {'host': 'app1', 'id': str(i), 'port': 8000 + i, 'instance_id': 'app1-%d' % i,
@@ -70,7 +70,7 @@ def test_the_defaults_come_from_the_roles_files():
     out = topology({'data': {}, 'app1': {}}, GROUPS)
     assert [(i['id'], i['port']) for i in out['instances']] == [(str(i['id']), i['port']) for i in cynic['cynic_instances']]
     assert out['surrealdb']['url'] == 'http://' + surrealdb['surrealdb_bind_address']
-    assert out['ollama_url'] == 'http://' + ollama['ollama_host']
+    assert out['ollama_urls'] == ['http://' + ollama['ollama_host']]
     assert cynic['cynic_instance_id_prefix'] == '{{ inventory_hostname }}-'  # what the first test renders
 
 
@@ -119,7 +119,7 @@ def test_surrealdb_from_wildcard_and_ipv6_binds_is_the_surrealdb_endpoint_filter
 def test_ollama_from_wildcard_and_ipv6_binds(ollama_host, url, local):
     out = topology({'data': {'ollama_host': ollama_host, 'ansible_host': '10.0.0.11'}, 'app1': {}}, GROUPS)
     assert out['ollama'] == [{'host': 'data', 'url': url, 'local_url': local}]
-    assert out['ollama_url'] == url
+    assert out['ollama_urls'] == [url]
 
 
 def test_tls_on_surrealdb_makes_its_urls_tls_and_names_the_ca():
@@ -147,15 +147,15 @@ def test_several_hosts_in_inventory_order():
     out = topology(hostvars, groups)
     assert out['surrealdb']['host'] == 'db1' and out['surrealdb']['url'] == 'http://10.0.0.11:8000'  # the first one
     assert [o['url'] for o in out['ollama']] == ['http://10.0.0.31:11434', 'http://10.0.0.32:11434']
-    assert out['ollama_url'] == 'http://10.0.0.31:11434'
+    assert out['ollama_urls'] == ['http://10.0.0.31:11434', 'http://10.0.0.32:11434']  # all, in inventory order
     assert [i['instance_id'] for i in out['instances']] == ['app1-1', 'app1-2', 'app1-3', 'app2-1']
     assert out['upstream'] == ['[fd00::21]:8001', '[fd00::21]:8002', '[fd00::21]:8003', '10.0.0.22:8001']
 
 
 def test_missing_groups_are_empty():
-    assert topology({}, {}) == {'surrealdb': None, 'ollama': [], 'ollama_url': '', 'instances': [], 'upstream': []}
+    assert topology({}, {}) == {'surrealdb': None, 'ollama': [], 'ollama_urls': [], 'instances': [], 'upstream': []}
     out = topology({'app1': {}}, {'cynic_app': ['app1'], 'cynic_db': []})
-    assert out['surrealdb'] is None and out['ollama_url'] == '' and len(out['instances']) == 3
+    assert out['surrealdb'] is None and out['ollama_urls'] == [] and len(out['instances']) == 3
 
 
 def test_other_group_names():
@@ -217,7 +217,7 @@ def test_ansible_hostvars_and_templated_values(tmp_path, run_playbook):
     out = tmp_path / 'topology.json'
     run_playbook(PLAY % out, INVENTORY)
     got = json.loads(out.read_text())
-    assert got['surrealdb']['rpc_url'] == 'ws://[fd00::11]:8000/rpc' and got['ollama_url'] == ''
+    assert got['surrealdb']['rpc_url'] == 'ws://[fd00::11]:8000/rpc' and got['ollama_urls'] == []
     assert [i['instance_id'] for i in got['instances']] == ['app1-1', 'app2-x1', 'app2-x2', 'app2-x3']
     assert got['upstream'] == ['10.0.0.21:8001', '127.0.0.1:8001', '127.0.0.1:8002', '127.0.0.1:8003']
 
