@@ -190,15 +190,19 @@ def test_chat_is_deterministic_and_streams(server):
     assert "".join(c["message"]["content"] for c in chunks) == first["message"]["content"]
 
 
-def test_score_prompt_gives_a_parseable_score(server):
+def test_format_json_and_schema(server):
     pull(server, "gemma2:2b")
-    messages = [{"role": "system", "content": "Judge the text. Reply with a JSON score from 0 to 100."},
-                {"role": "user", "content": "The cat sat on the mat."}]
-    reply = chat(server, "gemma2:2b", messages)[1]["message"]["content"]
-    parsed = json.loads(reply)
-    assert 0 <= parsed["score"] <= 100 and parsed["reason"]
-    assert chat(server, "gemma2:2b", messages)[1]["message"]["content"] == reply
-    # A JSON schema in `format` gets a value of that shape.
+    system = 'Score the text. Answer with one JSON object, for example {"FIDELITY": 50, "note": "x"}.'
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "The cat sat."}]
+    reply = chat(server, "gemma2:2b", messages, format="json")[1]["message"]["content"]
+    parsed = json.loads(reply)   # "json": an object, shaped like the prompt's example
+    assert set(parsed) == {"FIDELITY", "note"} and 0 <= parsed["FIDELITY"] <= 100
+    assert chat(server, "gemma2:2b", messages, format="json")[1]["message"]["content"] == reply
+    plain = json.loads(chat(server, "gemma2:2b", [{"role": "user", "content": "hi"}], format="json")
+                       [1]["message"]["content"])
+    assert isinstance(plain, dict)
+    # Without `format` the word "score" asks for nothing special: plain text.
+    assert not chat(server, "gemma2:2b", messages)[1]["message"]["content"].startswith("{")
     schema = {"type": "object", "properties": {"age": {"type": "integer"}, "ok": {"type": "boolean"}}}
     shaped = json.loads(chat(server, "gemma2:2b", [{"role": "user", "content": "x"}], format=schema)[1]
                         ["message"]["content"])
