@@ -121,16 +121,52 @@ def test_unusable_format_gets_ollamas_error(tmp_path):
 def test_profile_and_knobs(monkeypatch):
     serving = load_module().serving_model
     for key in ("OLLAMA_STANDIN_SERVING", "OLLAMA_STANDIN_LOAD_MS", "OLLAMA_STANDIN_PROMPT_MS_PER_TOKEN",
-                "OLLAMA_STANDIN_TOKEN_DELAY_MS"):
+                "OLLAMA_STANDIN_TOKEN_DELAY_MS", "OLLAMA_STANDIN_SHARED_CPU"):
         monkeypatch.delenv(key, raising=False)
-    assert serving() == (0.0, 0.0, 0.0)   # off by default
+    assert serving() == (0.0, 0.0, 0.0, False)   # off by default
     monkeypatch.setenv("OLLAMA_STANDIN_SERVING", "cpu-2b")
-    assert serving() == (2.5, 0.014, 0.056)
+    assert serving() == (2.5, 0.014, 0.056, True)
     monkeypatch.setenv("OLLAMA_STANDIN_LOAD_MS", "0")   # a knob overrides the profile
     monkeypatch.setenv("OLLAMA_STANDIN_TOKEN_DELAY_MS", "fast")   # unreadable: the profile's
-    assert serving() == (0.0, 0.014, 0.056)
+    monkeypatch.setenv("OLLAMA_STANDIN_SHARED_CPU", "0")
+    assert serving() == (0.0, 0.014, 0.056, False)
+    monkeypatch.setenv("OLLAMA_STANDIN_SHARED_CPU", "maybe")   # unreadable: the profile's
+    assert serving() == (0.0, 0.014, 0.056, True)
     monkeypatch.setenv("OLLAMA_STANDIN_SERVING", "gpu-70b")   # unknown: no delays, no failure
-    assert serving() == (0.0, 0.0, 0.0)
+    assert serving() == (0.0, 0.0, 0.0, False)
+    monkeypatch.setenv("OLLAMA_STANDIN_SHARED_CPU", "1")   # on without a profile
+    assert serving() == (0.0, 0.0, 0.0, True)
+
+
+def test_token_counts_follow_characters(tmp_path):
+    count = load_module().count_tokens
+    assert [count(t) for t in ("", "a", "abcd", "abcde", "x" * 400)] == [1, 1, 1, 2, 100]
+    srv = started(tmp_path)
+    try:
+        system = "You judge texts."
+        turns = [{"role": "system", "content": system}, {"role": "user", "content": PROMPT}]
+        status, reply = srv.json("POST", "/api/chat", {"model": MODEL, "messages": turns, "stream": False,
+                                                        "format": AXIOM_SCHEMA})
+        assert status == 200
+        content = reply["message"]["content"]
+        # Per message, a token per 4 characters: far more than its words + 1.
+        assert reply["prompt_eval_count"] == -(-len(system) // 4) + -(-len(PROMPT) // 4)
+        assert reply["prompt_eval_count"] > len(system.split()) + len(PROMPT.split()) + 2
+        assert reply["eval_count"] == -(-len(content) // 4) > len(content.split())   # old: one per word
+        _, _, chunks = srv.lines("/api/chat", dict(body(stream=True), messages=turns, format=AXIOM_SCHEMA))
+        assert "".join(c["message"]["content"] for c in chunks) == content   # words, streamed
+        assert chunks[-1]["eval_count"] == reply["eval_count"] and len(chunks) - 1 < reply["eval_count"]
+        # num_predict counts the same tokens: the reply is cut to that many.
+        plain = srv.json("POST", "/api/chat", body())[1]
+        cut = srv.json("POST", "/api/chat", body(options={"num_predict": 5}))[1]
+        assert (cut["eval_count"], cut["done_reason"]) == (5, "length") and plain["eval_count"] > 5
+        assert plain["message"]["content"].startswith(cut["message"]["content"])
+        assert len(cut["message"]["content"]) == 5 * 4
+        generated = srv.json("POST", "/api/generate", {"model": MODEL, "prompt": PROMPT, "stream": False})[1]
+        assert generated["prompt_eval_count"] == -(-len(" " + PROMPT) // 4)   # system + " " + prompt
+        assert len(generated["context"]) == generated["prompt_eval_count"] + generated["eval_count"]
+    finally:
+        srv.stop()
 
 
 def test_durations_are_the_time_spent(tmp_path):
@@ -244,7 +280,7 @@ def in_background(fn, *args):
 def test_queue_bound_gives_exact_503s(tmp_path):
     srv = started(tmp_path, OLLAMA_NUM_PARALLEL="1", OLLAMA_MAX_QUEUE="2", OLLAMA_STANDIN_TOKEN_DELAY_MS="60")
     try:
-        holder = open_stream(srv, body(stream=True))   # >= 17 tokens: about a second
+        holder = open_stream(srv, body(stream=True))   # >= 25 tokens: 1.5 s or more
         workers = [in_background(srv.json, "POST", "/api/chat", body(options={"num_predict": 1}))
                    for _ in range(5)]
         for thread, _ in workers:
@@ -313,3 +349,57 @@ def test_client_hang_up_frees_its_slot_and_queue_place(tmp_path):
     # streamed one that left while generating had sent 200 already.
     failed = [line for line in srv.log.splitlines() if "| 500 |" in line and '"/api/chat"' in line]
     assert len(failed) == probes + 1, srv.log
+
+
+# ------------------------------------------------------------------ shared CPU
+
+
+def batch_ratio(srv, n=4):
+    """Wall clock of n concurrent equal requests over that of one alone, in one run."""
+    request = body(options={"num_predict": 40})
+    srv.json("POST", "/api/chat", request)   # warm: nothing left to load
+
+    def timed_batch(size):
+        threads = [threading.Thread(target=srv.json, args=("POST", "/api/chat", request)) for _ in range(size)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.monotonic() - t0
+    return timed_batch(n) / timed_batch(1)
+
+
+@pytest.mark.parametrize(("shared", "low", "high"), [("1", 2.5, 6), ("0", 0, 2)])
+def test_shared_cpu_splits_throughput_between_concurrent_requests(tmp_path, shared, low, high):
+    srv = started(tmp_path, OLLAMA_NUM_PARALLEL="4", OLLAMA_STANDIN_PROMPT_MS_PER_TOKEN="5",
+                  OLLAMA_STANDIN_TOKEN_DELAY_MS="5", OLLAMA_STANDIN_SHARED_CPU=shared)
+    try:
+        ratio = batch_ratio(srv)
+        assert low < ratio < high, ratio   # 4 slots, one CPU: ~4x; a CPU per slot: ~1x
+    finally:
+        srv.stop()
+
+
+def test_shared_cpu_counts_every_model_and_reports_real_times(tmp_path):
+    srv = started(tmp_path, OLLAMA_STANDIN_TOKEN_DELAY_MS="5", OLLAMA_STANDIN_SHARED_CPU="1")
+    pull(srv, "llama3.2:1b")
+    try:
+        request = body(options={"num_predict": 40})
+        alone = srv.json("POST", "/api/chat", request)[1]
+        results = []
+
+        def ask(model):
+            results.append(srv.json("POST", "/api/chat", dict(request, model=model))[1])
+        threads = [threading.Thread(target=ask, args=(m,)) for m in (MODEL, "llama3.2:1b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Two models, one slot each, one CPU: each token takes about twice as long,
+        # and eval_duration says so.
+        for reply in results:
+            assert reply["eval_count"] == alone["eval_count"] == 40
+            assert 1.5 <= reply["eval_duration"] / alone["eval_duration"] <= 3, (reply, alone)
+    finally:
+        srv.stop()
