@@ -230,3 +230,54 @@ def read_journal(home: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+OLLAMA_STANDIN = REPO / "tests/standins/ollama/bin/ollama"
+
+
+@dataclass
+class OllamaStandin:
+    """The Ollama stand-in (`ollama serve`) on a free port, models kept in models_dir so that
+    a restart on the same port serves the model pulled before."""
+
+    models_dir: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    model: str = "gemma2:2b"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "OLLAMA_HOST": f"127.0.0.1:{self.port}",
+            "OLLAMA_MODELS": str(self.models_dir),
+            **self.env,
+        }
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(OLLAMA_STANDIN), "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(lambda: http_get(f"{self.url}/api/tags")[0] == 200, 30, "ollama stand-in")
+        pull = urllib.request.Request(  # noqa: S310 (loopback)
+            f"{self.url}/api/pull",
+            data=json.dumps({"model": self.model, "stream": False}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(pull, timeout=30) as resp:  # noqa: S310 (loopback)
+            assert json.loads(resp.read())["status"] == "success"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -36,6 +36,9 @@ FIELDS = {
     "duration_ms",
     "level_used",
     "instance_id",
+    "degraded",
+    "degraded_reason",
+    "supersedes",
     "reused",
 }
 LOAD_TEST_BODY = {
@@ -57,6 +60,7 @@ def test_judge_answers_the_contract(client: TestClient, settings: Settings) -> N
     assert body["confidence"] == 0.382
     assert body["instance_id"] == "node-test"
     assert body["reused"] is False
+    assert (body["degraded"], body["degraded_reason"], body["supersedes"]) == (False, None, [])
     assert list(body["axiom_scores"]) == ["FIDELITY", "PHI", "VERIFY", "CULTURE", "BURN"]
     assert round(body["q_score"], 3) == body["q_score"]
     assert body["verdict"] in ("HOWL", "WAG", "GROWL", "BARK")
@@ -135,7 +139,9 @@ def test_health_without_ollama_is_degraded(client: TestClient) -> None:
     body = r.json()
     assert body["status"] == "degraded"
     assert body["storage"] == {"surreal": "connected"}
-    assert body["llm"] == {"ollama": "unreachable", "models": []}
+    assert body["llm"]["ollama"] == "unreachable"
+    assert body["llm"]["models"] == []
+    assert [(s["up"], s["in_flight"]) for s in body["llm"]["servers"]] == [(False, 0)]
     assert body["instance_id"] == "node-test"
     assert {"version", "uptime_s", "judgments_total"} <= set(body)
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cynic_node.api import create_app
 from cynic_node.config import Settings
-from cynic_node.llm import OllamaClient
+from cynic_node.llm import OllamaPool
 from cynic_node.models import ANALYSES, LEVELS, REALITIES, TIME_DIMS
 from cynic_node.scoring import verdict_for
 
@@ -166,7 +166,7 @@ def llm_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
         ollama_url="http://ollama.test",
         max_body_bytes=LIMIT,
     )
-    llm = OllamaClient(
+    llm = OllamaPool(
         cfg.ollama_url, cfg.model, 5.0, transport=httpx.MockTransport(ollama_standin)
     )
     with TestClient(create_app(cfg, llm=llm), raise_server_exceptions=False) as client:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from cynic_node.api import create_app
 from cynic_node.config import Settings
 from cynic_node.judge import Verdict, judge
-from cynic_node.llm import OllamaClient, parse_scores
+from cynic_node.llm import AXIOM_SCHEMA, OllamaPool, parse_scores
 from cynic_node.models import JudgeRequest, parse_judge_request
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def make_client(tmp_path: Path, handler: Handler) -> TestClient:
         ollama_url="http://ollama.test",
         model="gemma2:2b",
     )
-    llm = OllamaClient(
+    llm = OllamaPool(
         settings.ollama_url, settings.model, 5.0, transport=httpx.MockTransport(handler)
     )
     return TestClient(create_app(settings, llm=llm), client=("127.0.0.1", 50000))  # may scrape
@@ -78,6 +78,7 @@ def test_micro_asks_one_llm_dog_at_temperature_zero(answering: tuple[TestClient,
     assert calls[0]["options"]["temperature"] == 0
     assert calls[0]["model"] == "gemma2:2b"
     assert calls[0]["stream"] is False
+    assert calls[0]["format"] == AXIOM_SCHEMA  # structured output: the five axioms, 0-100
 
 
 def test_macro_asks_several(answering: tuple[TestClient, Calls]) -> None:
@@ -142,7 +143,11 @@ def test_health_alive_with_ollama(answering: tuple[TestClient, Calls]) -> None:
     client, _ = answering
     body = client.get("/health").json()
     assert body["status"] == "alive"
-    assert body["llm"] == {"ollama": "reachable", "models": ["gemma2:2b"]}
+    assert body["llm"] == {
+        "ollama": "reachable",
+        "models": ["gemma2:2b"],
+        "servers": [{"url": "http://ollama.test", "up": True, "in_flight": 0}],
+    }
 
 
 def test_an_existing_cell_is_not_judged_again_by_the_llm(
@@ -213,7 +218,7 @@ def test_llm_calls_in_flight_are_capped_per_instance() -> None:
     slow = SlowOllama()
 
     async def scenario() -> list[Verdict]:
-        llm = OllamaClient(
+        llm = OllamaPool(
             "http://ollama.test", "m", 30.0, transport=httpx.MockTransport(slow), max_concurrency=2
         )
         try:
@@ -238,7 +243,7 @@ def test_llm_timeout_bounds_the_whole_call_and_degrades_to_reflex() -> None:
     slow = SlowOllama()  # never released: Ollama never answers
 
     async def scenario() -> tuple[Verdict, int]:
-        llm = OllamaClient(
+        llm = OllamaPool(
             "http://ollama.test", "m", 0.2, transport=httpx.MockTransport(slow), max_concurrency=1
         )
         try:

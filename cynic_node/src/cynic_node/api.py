@@ -38,7 +38,7 @@ from cynic_node import __version__
 from cynic_node.config import IPNetwork, Settings, metrics_networks
 from cynic_node.events import EventHub
 from cynic_node.journal import Journal, JournalUnavailable
-from cynic_node.llm import OllamaClient
+from cynic_node.llm import OllamaPool
 from cynic_node.metrics import CONTENT_TYPE, Metrics, route_label
 from cynic_node.models import RequestError, parse_judge_request
 from cynic_node.scoring import PHI
@@ -168,18 +168,20 @@ def create_app(
     settings: Settings,
     *,
     store: JudgmentStore | None = None,
-    llm: OllamaClient | None = None,
+    llm: OllamaPool | None = None,
 ) -> FastAPI:
     """Build the app; store and llm can be injected (tests), else they follow settings."""
     metrics = Metrics(settings.instance_id)
     hub = EventHub(settings.ws_queue_size, settings.ws_max_clients)
     journal = Journal(settings.journal_path, fsync=settings.journal_fsync)
     store = store or JudgmentStore(settings)
-    llm = llm or OllamaClient(
-        settings.ollama_url,
+    llm = llm or OllamaPool(
+        settings.ollama_urls,
         settings.model,
         settings.llm_timeout_s,
         max_concurrency=settings.llm_max_concurrency,
+        deadline_micro_s=settings.llm_deadline_micro_s,
+        deadline_macro_s=settings.llm_deadline_macro_s,
     )
     service = JudgmentService(settings.instance_id, store, journal, hub, metrics, llm)
     metrics_readers = metrics_networks(settings.metrics_allow)
@@ -262,7 +264,11 @@ def create_app(
             "version": __version__,
             "uptime_s": round(time.monotonic() - started_at, 3),
             "storage": {"surreal": "connected" if storage_ok else "disconnected"},
-            "llm": {"ollama": "reachable" if llm_ok else "unreachable", "models": models},
+            "llm": {
+                "ollama": "reachable" if llm_ok else "unreachable",
+                "models": models,
+                "servers": llm.servers_health(),
+            },
             "journal": (
                 {"status": "writable"}
                 if journal_error is None
@@ -278,6 +284,7 @@ def create_app(
     async def metrics_route(request: Request) -> Response:
         if not _peer_allowed(metrics_readers, request.scope.get("client")):
             return JSONResponse({"detail": "metrics not available to this address"}, 403)
+        await llm.probe()  # cached a few seconds: cynic_llm_server_up without /health traffic
         text = metrics.render(
             storage_errors=store.errors_total,
             journal_errors=journal.errors_total,
@@ -288,6 +295,7 @@ def create_app(
             ws_refused=hub.refused_total,
             llm_in_flight=llm.in_flight,
             llm_timeouts=llm.timeouts_total,
+            llm=llm,
         )
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 _N = TypeVar("_N", int, float)
 
@@ -90,6 +91,29 @@ def surreal_ssl_context(ca_file: str) -> ssl.SSLContext | None:
         ) from exc
 
 
+def ollama_server_urls(value: str) -> tuple[str, ...]:
+    """OLLAMA_URL: one or more Ollama base URLs, comma-separated; stripped, without a trailing
+    slash, duplicates dropped (first kept). ConfigError naming the first that is no http(s) URL."""
+    urls: list[str] = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        url = entry.rstrip("/")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+        except ValueError as exc:
+            raise ConfigError(f"OLLAMA_URL: {entry!r} is not a URL ({exc})") from exc
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"OLLAMA_URL: {entry!r} is not an http(s) URL with a host, "
+                "e.g. http://127.0.0.1:11434"
+            )
+        if url not in urls:
+            urls.append(url)
+    if not urls:
+        raise ConfigError(f"OLLAMA_URL lists no URL, got {value!r}")
+    return tuple(urls)
+
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 METRICS_ALLOW_DEFAULT = "127.0.0.1,::1"
 METRICS_ALLOW_ANY = "*"
@@ -144,6 +168,10 @@ class Settings:
     # LLM calls in flight from this instance at once (a MACRO judgment makes three); more wait
     # for a slot within llm_timeout_s, then the judgment falls back to REFLEX.
     llm_max_concurrency: int = 4
+    # How long a judgment may wait for its LLM opinions, the wait for a slot included; past it
+    # the node answers REFLEX (degraded). Each at most llm_timeout_s (from_env checks it).
+    llm_deadline_micro_s: float = 10.0
+    llm_deadline_macro_s: float = 20.0
     max_body_bytes: int = 1024 * 1024
     retry_after_s: int = 5
     ws_ping_interval_s: float = 30.0
@@ -161,6 +189,10 @@ class Settings:
     def journal_path(self) -> Path:
         return self.cynic_home / "judgments.jsonl"
 
+    @property
+    def ollama_urls(self) -> tuple[str, ...]:
+        return ollama_server_urls(self.ollama_url)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -169,6 +201,24 @@ class Settings:
         surreal_ssl_context(ca_file)  # fail at start, not at the first connection
         metrics_allow = env.get("CYNIC_METRICS_ALLOW", "").strip() or cls.metrics_allow
         metrics_networks(metrics_allow)
+        ollama_url = ",".join(
+            ollama_server_urls(env.get("OLLAMA_URL", "").strip() or cls.ollama_url)
+        )
+        llm_timeout_s = _float(env, "CYNIC_LLM_TIMEOUT_S", cls.llm_timeout_s, 0.01)
+        # Unset, a deadline is its default, cut to the timeout; set above it, an error.
+        deadlines = {
+            name: _float(env, name, min(default, llm_timeout_s), 0.01)
+            for name, default in (
+                ("CYNIC_LLM_DEADLINE_MICRO_S", cls.llm_deadline_micro_s),
+                ("CYNIC_LLM_DEADLINE_MACRO_S", cls.llm_deadline_macro_s),
+            )
+        }
+        for name, deadline in deadlines.items():
+            if deadline > llm_timeout_s:
+                raise ConfigError(
+                    f"{name} ({deadline:g}) must be <= CYNIC_LLM_TIMEOUT_S ({llm_timeout_s:g}): "
+                    "no LLM call outlives the timeout"
+                )
         return cls(
             instance_id=env.get("INSTANCE_ID", "").strip() or socket.gethostname(),
             cynic_home=Path(home) if home else Path.home() / ".cynic",
@@ -183,9 +233,11 @@ class Settings:
             surreal_ca_file=ca_file,
             surreal_pool_size=_int(env, "SURREAL_POOL_SIZE", cls.surreal_pool_size, 1),
             store_timeout_s=_float(env, "CYNIC_STORE_TIMEOUT_S", cls.store_timeout_s, 0.01),
-            ollama_url=(env.get("OLLAMA_URL", "").strip() or cls.ollama_url).rstrip("/"),
+            ollama_url=ollama_url,
             model=env.get("CYNIC_MODEL", "").strip() or cls.model,
-            llm_timeout_s=_float(env, "CYNIC_LLM_TIMEOUT_S", cls.llm_timeout_s, 0.01),
+            llm_timeout_s=llm_timeout_s,
+            llm_deadline_micro_s=deadlines["CYNIC_LLM_DEADLINE_MICRO_S"],
+            llm_deadline_macro_s=deadlines["CYNIC_LLM_DEADLINE_MACRO_S"],
             llm_max_concurrency=_int(env, "CYNIC_LLM_MAX_CONCURRENCY", cls.llm_max_concurrency, 1),
             max_body_bytes=_int(env, "CYNIC_MAX_BODY_BYTES", cls.max_body_bytes, 64),
             retry_after_s=_int(env, "CYNIC_RETRY_AFTER_S", cls.retry_after_s, 1),

@@ -4,15 +4,22 @@ REFLEX is pure and synchronous (well under a millisecond for a kilobyte). MICRO 
 dog, MACRO three, asked concurrently. What the answer says is what happened: `llm_calls`
 counts the calls Ollama answered, and `level_used` is the level the opinions actually reached
 (MACRO with a single usable opinion is a MICRO judgment; none is REFLEX).
+
+The level picks a deadline (the pool's, CYNIC_LLM_DEADLINE_MICRO_S / _MACRO_S), counted from
+the start of the judgment: the wait for a slot is part of it. At the deadline the calls still
+under way are cancelled. A MICRO or MACRO judgment that got no usable opinion is answered at
+REFLEX and marked `degraded`, with the reason: "deadline" (time ran out), "unavailable" (no
+server took the call: unreachable, busy, breakers open) or "unusable" (Ollama answered, with no
+usable scores).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from cynic_node.llm import MACRO_DOGS, MICRO_DOGS, OllamaClient
+from cynic_node.llm import MACRO_DOGS, MICRO_DOGS, OllamaPool, Opinion
 from cynic_node.models import JudgeRequest
 from cynic_node.scoring import (
     AXIOMS,
@@ -42,6 +49,21 @@ class Verdict:
     llm_calls: int
     cost_usd: float
     duration_ms: float
+    degraded: bool = False  # a MICRO/MACRO judgment answered at REFLEX
+    degraded_reason: str | None = None  # one of DEGRADED_REASONS when degraded
+
+
+DEGRADED_REASONS = ("deadline", "unavailable", "unusable")
+
+
+def degraded_reason(opinions: list[Opinion]) -> str:
+    """Why no opinion was usable: time ran out, else Ollama answered uselessly, else nobody."""
+    outcomes = {o.outcome for o in opinions}
+    if "timeout" in outcomes:
+        return "deadline"
+    if any(o.answered for o in opinions):
+        return "unusable"
+    return "unavailable"
 
 
 def choose_level(req: JudgeRequest) -> str:
@@ -69,31 +91,34 @@ async def _reflex(req: JudgeRequest, started: float) -> Verdict:
     )
 
 
-async def judge(req: JudgeRequest, llm: OllamaClient | None) -> Verdict:
+async def judge(req: JudgeRequest, llm: OllamaPool | None) -> Verdict:
     started = time.perf_counter()
     level = choose_level(req)
-    if level == "REFLEX" or llm is None or not req.content_text.strip():
+    # Blank content gives an LLM nothing to read: REFLEX by design, not degraded.
+    if level == "REFLEX" or not req.content_text.strip():
         return await _reflex(req, started)
+    if llm is None:
+        fallback = await _reflex(req, started)
+        return replace(fallback, degraded=True, degraded_reason="unavailable")
 
     dogs = MICRO_DOGS if level == "MICRO" else MACRO_DOGS
+    deadline = asyncio.get_running_loop().time() + llm.deadline_s(level)
     opinions = await asyncio.gather(
         *(
-            llm.opinion(dog, req.content_text, req.reality, req.analysis, req.context)
+            llm.opinion(dog, req.content_text, req.reality, req.analysis, req.context, deadline)
             for dog in dogs
         )
     )
     llm_calls = sum(1 for o in opinions if o.answered)
     llm_views = {dog: o.view for dog, o in zip(dogs, opinions, strict=True) if o.view}
     if not llm_views:
-        # Ollama unreachable or unusable: the judgment degrades to REFLEX and says so.
+        # Ollama late, unreachable or unusable: the judgment degrades to REFLEX and says so.
         fallback = await _reflex(req, started)
-        return Verdict(
-            scores=fallback.scores,
-            confidence=fallback.confidence,
-            level_used="REFLEX",
+        return replace(
+            fallback,
             llm_calls=llm_calls,
-            cost_usd=0.0,
-            duration_ms=fallback.duration_ms,
+            degraded=True,
+            degraded_reason=degraded_reason(opinions),
         )
 
     views = reflex_views(req.content_text, req.reality)

@@ -9,6 +9,13 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cynic_node.llm import OllamaPool
+
+# judge.DEGRADED_REASONS, spelled here so that metrics imports nothing at run time.
+DEGRADED_REASONS = ("deadline", "unavailable", "unusable")
 
 # Seconds. Dense below 50 ms, where the node's latency target lives.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -36,6 +43,8 @@ class Metrics:
         self.judgments_created = 0
         self.judgments_reused = 0
         self.llm_fallbacks = 0
+        # MICRO/MACRO judgments computed here that came out at REFLEX, by reason.
+        self.llm_degraded = dict.fromkeys(DEGRADED_REASONS, 0)
         # Set by the service: judgments that may lack their journal line yet, and the writes
         # lost with a SurrealDB connection (all, and those whose outcome was then found out).
         self.journal_owed: Callable[[], int] = lambda: 0
@@ -57,6 +66,7 @@ class Metrics:
         ws_refused: int = 0,
         llm_in_flight: int = 0,
         llm_timeouts: int = 0,
+        llm: OllamaPool | None = None,
     ) -> str:
         i = f'instance="{self.instance}"'
         lost, recovered = self.storage_outcomes()
@@ -141,5 +151,47 @@ class Metrics:
             " slot or for Ollama).",
             "# TYPE cynic_llm_timeouts_total counter",
             f"cynic_llm_timeouts_total{{{i}}} {llm_timeouts}",
+            "# HELP cynic_llm_degraded_total MICRO/MACRO judgments answered at REFLEX, by reason.",
+            "# TYPE cynic_llm_degraded_total counter",
+            *(
+                f'cynic_llm_degraded_total{{{i},reason="{reason}"}} {n}'
+                for reason, n in self.llm_degraded.items()
+            ),
         ]
+        if llm is not None:
+            out += self._render_llm(i, llm)
         return "\n".join(out) + "\n"
+
+    @staticmethod
+    def _render_llm(i: str, llm: OllamaPool) -> list[str]:
+        out = [
+            "# HELP cynic_llm_calls_waiting LLM calls of this instance waiting for a slot now.",
+            "# TYPE cynic_llm_calls_waiting gauge",
+            f"cynic_llm_calls_waiting{{{i}}} {llm.waiting}",
+            "# HELP cynic_llm_slot_wait_seconds_total Time LLM calls spent waiting for a slot.",
+            "# TYPE cynic_llm_slot_wait_seconds_total counter",
+            f"cynic_llm_slot_wait_seconds_total{{{i}}} {llm.slot_wait_seconds_total:.6f}",
+            "# HELP cynic_llm_slot_waits_total LLM calls that waited for a slot (or got one).",
+            "# TYPE cynic_llm_slot_waits_total counter",
+            f"cynic_llm_slot_waits_total{{{i}}} {llm.slot_waits_total}",
+            "# HELP cynic_llm_server_up 1 when the Ollama server answered last and its breaker"
+            " is closed.",
+            "# TYPE cynic_llm_server_up gauge",
+        ]
+        servers = [(f'{i},server="{_esc(s.url)}"', s) for s in llm.servers]
+        out += [f"cynic_llm_server_up{{{labels}}} {int(s.up)}" for labels, s in servers]
+        out += [
+            "# HELP cynic_llm_server_in_flight LLM calls of this instance at that server now.",
+            "# TYPE cynic_llm_server_in_flight gauge",
+        ]
+        out += [f"cynic_llm_server_in_flight{{{labels}}} {s.in_flight}" for labels, s in servers]
+        out += [
+            "# HELP cynic_llm_calls_total LLM calls by server and how they ended.",
+            "# TYPE cynic_llm_calls_total counter",
+        ]
+        out += [
+            f'cynic_llm_calls_total{{{labels},outcome="{outcome}"}} {n}'
+            for labels, s in servers
+            for outcome, n in s.calls.items()
+        ]
+        return out

@@ -16,6 +16,13 @@ by this process, before any 200 from it names that judgment.
   A record with another judgment_id, or none for _UNCONFIRMED_TTL_S, ends the wait.
 Owed and unconfirmed judgments live in this process's memory: a restart forgets them (owed
 lines are logged in full at shutdown), so across a restart a judgment has at most one line.
+
+A degraded judgment (a MICRO/MACRO request answered at REFLEX: Ollama late, unreachable or
+unusable) is REFLEX quality, so it is not the cell's judgment for good: a later MICRO/MACRO
+request judges again, and a judgment that is not degraded replaces it with a compare-and-set
+(store.replace_degraded), under a new judgment_id whose `supersedes` lists the ids it
+replaced. It is a created judgment like any other: journaled and announced. The cell keeps one
+record; the journal keeps every judgment, and `supersedes` links them.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from surrealdb import ServerError
 from cynic_node.events import EventHub
 from cynic_node.journal import Journal, JournalUnavailable
 from cynic_node.judge import Verdict, choose_level, judge
-from cynic_node.llm import OllamaClient
+from cynic_node.llm import OllamaPool
 from cynic_node.metrics import Metrics
 from cynic_node.models import JudgeRequest
 from cynic_node.scoring import AXIOMS
@@ -59,6 +66,10 @@ RESPONSE_DEFAULTS: dict[str, Any] = {
     "duration_ms": 0.0,
     "level_used": "REFLEX",
     "instance_id": "",
+    # Records stored before issue 17 have none of these: not degraded, nothing superseded.
+    "degraded": False,
+    "degraded_reason": None,
+    "supersedes": [],
 }
 _PREVIEW_CHARS = 120
 # The background task that writes owed lines and looks up unconfirmed judgments: its period,
@@ -72,6 +83,7 @@ _MAX_UNCONFIRMED = 100_000
 
 def to_response(record: dict[str, Any], reused: bool) -> dict[str, Any]:
     out = {name: record.get(name, default) for name, default in RESPONSE_DEFAULTS.items()}
+    out["supersedes"] = list(out["supersedes"] or ())  # never the shared default itself
     axioms = out["axiom_scores"]
     if isinstance(axioms, dict):
         # The store hands maps back with sorted keys; answer in the axioms' canonical order.
@@ -96,7 +108,7 @@ class JudgmentService:
         journal: Journal,
         hub: EventHub,
         metrics: Metrics,
-        llm: OllamaClient | None,
+        llm: OllamaPool | None,
     ) -> None:
         self.instance_id = instance_id
         self.store = store
@@ -156,18 +168,31 @@ class JudgmentService:
         return answer
 
     async def _decide(self, req: JudgeRequest, cid: str) -> dict[str, Any]:
+        degraded: dict[str, Any] | None = None  # the stored judgment this one may replace
         if choose_level(req) != "REFLEX":
             # LLM levels cost seconds: look before computing. (REFLEX costs less than the
             # look-up, so it computes and lets the write find out.) Not a race: the write decides.
             existing = await self.store.get(cid)
             if existing is not None:
-                return self._journaled(to_response(existing, reused=True))
+                if not existing.get("degraded"):
+                    return self._journaled(to_response(existing, reused=True))
+                degraded = existing  # REFLEX quality: worth judging again
         verdict = await judge(req, self.llm)
         if req.level in ("MICRO", "MACRO") and verdict.level_used == "REFLEX":
             self.metrics.llm_fallbacks += 1
+        if verdict.degraded_reason is not None:
+            self.metrics.llm_degraded[verdict.degraded_reason] += 1
+        if degraded is not None and verdict.degraded:
+            # No better than what is stored: that one stands.
+            return self._journaled(to_response(degraded, reused=True))
         record = self._record(req, cid, verdict)
         try:
-            stored, created = await self.store.create_or_get(cid, record)
+            if degraded is None:
+                stored, created = await self.store.create_or_get(cid, record)
+            else:
+                old_id = str(degraded.get("judgment_id", ""))
+                record["supersedes"] = [*(degraded.get("supersedes") or ()), old_id]
+                stored, created = await self.store.replace_degraded(cid, old_id, record)
         except StoreOutcomeUnknown:
             # Perhaps stored: remembered, so that finding it later journals it (once).
             entry = {**to_response(record, reused=False), "created_at": record["created_at"]}
@@ -263,6 +288,8 @@ class JudgmentService:
             "duration_ms": v.duration_ms,
             "level_used": v.level_used,
             "instance_id": self.instance_id,
+            "degraded": v.degraded,
+            "supersedes": [],
             "reality": req.reality,
             "analysis": req.analysis,
             "lod": req.lod,
@@ -273,4 +300,6 @@ class JudgmentService:
         # SurrealDB drops NONE-valued fields; store only what is set.
         if req.time_dim is not None:
             record["time_dim"] = req.time_dim
+        if v.degraded_reason is not None:
+            record["degraded_reason"] = v.degraded_reason
         return record

@@ -327,6 +327,12 @@ def _reraise_if_cancelled() -> None:
 _INSERT_QUERY = f"INSERT IGNORE INTO {TABLE} $rows RETURN judgment_id"
 
 
+# The upgrade of a degraded judgment: only while the stored record is still that judgment.
+_REPLACE_DEGRADED_QUERY = (
+    "UPDATE $rid CONTENT $record WHERE judgment_id = $old AND degraded = true RETURN judgment_id"
+)
+
+
 def _create_query(n: int) -> str:
     # The fallback, one CREATE per record, each its own transaction. RETURN NONE: the caller
     # has the record; not sending it back saves encoding and decoding it.
@@ -729,6 +735,37 @@ class JudgmentStore:
             self.outcomes_recovered_total += 1
             log.info("lost write of %s recovered: %s", rid, "ours" if mine else "another's")
         return existing, mine
+
+    async def replace_degraded(
+        self, cell_id: str, old_judgment_id: str, record: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Put record in place of judgment:<cell_id> if that is still the degraded judgment
+        old_judgment_id (compare-and-set); (stored record, replaced?). When another instance
+        upgraded it first, its record comes back with False.
+
+        One statement, so the condition and the write are one transaction: of two instances
+        upgrading the same cell, the engine lets one change the record; the other's WHERE no
+        longer matches (or its transaction conflicts) and it reads the winner's record.
+        Raises StoreOutcomeUnknown when the connection broke with the statement in flight.
+        """
+        rid = RecordID(TABLE, cell_id)
+        params = {"rid": rid, "record": record, "old": old_judgment_id}
+        self._batcher.queries_total += 1
+        self._batcher.records_total += 1
+        response = await self.call(lambda db: _query_raw(db, _REPLACE_DEGRADED_QUERY, params))
+        results = response.get("result") if response.get("error") is None else None
+        statement = results[0] if isinstance(results, list) and results else None
+        if isinstance(statement, dict) and statement.get("status") == "OK":
+            rows = statement.get("result")
+            row = rows[0] if isinstance(rows, list) and rows else None
+            if isinstance(row, dict) and row.get("judgment_id") == record["judgment_id"]:
+                return dict(record), True
+        else:  # a conflict with the winner's transaction: the stored record says who won
+            log.info("upgrade of %s refused (%r): reading the stored judgment", rid, response)
+        existing = await self.get(cell_id)
+        if existing is None:  # removed meanwhile: the cell has no judgment, make this one
+            return await self.create_or_get(cell_id, record)
+        return existing, existing.get("judgment_id") == record["judgment_id"]
 
     async def judgment_ids(self, cell_ids: list[str]) -> dict[str, str]:
         """{cell_id: judgment_id} of the stored records among cell_ids (one query)."""
