@@ -39,6 +39,11 @@ What the figures cover:
   carrying its share of the load.
 * ``achieved_rate`` is the rate at which requests were sent, whatever their answer; ``ok_rate``
   is the rate of 2xx answers.
+* ``llm_asked`` counts the 200 answers of the window that asked an LLM (``level_used`` other than
+  REFLEX, or ``degraded`` true: a MICRO/MACRO request answered below its level), ``degraded`` those
+  that were degraded, and ``degraded_share`` is the one over the other.
+* with a ``mix`` of request kinds, ``kinds`` gives the same figures kind by kind (cynic_workload.Mix
+  says which kind each request is).
 """
 
 from __future__ import annotations
@@ -53,10 +58,18 @@ import re
 import secrets
 import time
 import traceback
+from array import array
 from fractions import Fraction
 from urllib.parse import urlsplit
 
-from .cynic_workload import CellAudit, Workload, WorkloadError, compare_q_scores
+from .cynic_workload import (
+    LEVEL_REFLEX,
+    CellAudit,
+    Mix,
+    Workload,
+    WorkloadError,
+    compare_q_scores,
+)
 
 try:
     import aiohttp
@@ -113,7 +126,7 @@ class LoadConfig(object):
                  parse_body=True, return_judgment_ids=True, saturation_lag_ms=20.0,
                  saturation_rate_tolerance=0.01, instance_header=INSTANCE_HEADER,
                  use_uvloop=True, cells=None, repeat_share=0.0, concurrent_share=0.5, mark_cells=True,
-                 id_field='judgment_id', q_at_rest=None):
+                 id_field='judgment_id', q_at_rest=None, mix=None):
         self.url = (url or '').rstrip('/')
         self.rate = float(rate)
         self.duration = float(duration)
@@ -154,6 +167,17 @@ class LoadConfig(object):
                 raise LoadError('cells are sent as request bodies: method %s sends none' % self.method)
         if self.q_at_rest is not None and (self.workload is None or not isinstance(self.q_at_rest, dict)):
             raise LoadError('q_at_rest is the q_by_text dict of an earlier run of the same cells, and needs cells')
+        # A mix replaces the body template too: each request's kind names its body.
+        self.mix = None
+        if mix is not None:
+            if cells is not None:
+                raise LoadError('mix and cells both say what each request sends: give one of them')
+            if self.method in ('GET', 'HEAD'):
+                raise LoadError('the kinds of a mix are request bodies: method %s sends none' % self.method)
+            try:
+                self.mix = Mix(mix, self.warmup_planned, self.planned, self.run_id)
+            except WorkloadError as exc:
+                raise LoadError(str(exc)) from None
 
     def _validate(self):
         if not (self.url.startswith('http://') or self.url.startswith('https://')):
@@ -218,7 +242,8 @@ class Thresholds(object):
 
     def __init__(self, min_rate_ratio=None, max_error_rate=None, max_p95_ms=None, max_p99_ms=None,
                  expected_instances=None, min_instance_share=None, q_score_min=None,
-                 q_score_max=None, fail_if_saturated=False, max_duplicate_judgments=None, max_q_shift=None):
+                 q_score_max=None, fail_if_saturated=False, max_duplicate_judgments=None, max_q_shift=None,
+                 max_degraded_share=None):
         self.min_rate_ratio = min_rate_ratio
         self.max_error_rate = max_error_rate
         self.max_p95_ms = max_p95_ms
@@ -231,6 +256,8 @@ class Thresholds(object):
         self.max_duplicate_judgments = max_duplicate_judgments
         # the largest mean change of a text's Q-Score against q_at_rest (q_vs_rest.mean_abs_difference)
         self.max_q_shift = max_q_shift
+        # the largest share of degraded answers among those that asked an LLM (degraded_share)
+        self.max_degraded_share = max_degraded_share
         self._validate()
 
     def _validate(self):
@@ -238,7 +265,8 @@ class Thresholds(object):
         ranges = (('min_rate_ratio', 0.0, 1.0), ('max_error_rate', 0.0, 1.0), ('min_instance_share', 0.0, 1.0),
                   ('max_p95_ms', 0.0, math.inf), ('max_p99_ms', 0.0, math.inf),
                   ('q_score_min', -math.inf, math.inf), ('q_score_max', -math.inf, math.inf),
-                  ('max_duplicate_judgments', 0, math.inf), ('max_q_shift', 0.0, math.inf))
+                  ('max_duplicate_judgments', 0, math.inf), ('max_q_shift', 0.0, math.inf),
+                  ('max_degraded_share', 0.0, 1.0))
         for key, low, high in ranges:
             value = getattr(self, key)
             if value is None:
@@ -255,7 +283,8 @@ class Thresholds(object):
         """The limits in force (only those that are set)."""
         out = {}
         for key in ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms',
-                    'min_instance_share', 'q_score_min', 'q_score_max', 'max_duplicate_judgments', 'max_q_shift'):
+                    'min_instance_share', 'q_score_min', 'q_score_max', 'max_duplicate_judgments', 'max_q_shift',
+                    'max_degraded_share'):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -453,6 +482,18 @@ class _Record(object):
         self.q_max = None
         self.judgment_ids = set()
         self.json_errors = 0
+        # What the 200 answers of the window said about the LLM: per request, bit 1 asked an LLM,
+        # bit 2 degraded (for the timeline); and the counts.
+        self.llm = bytearray(n)
+        self.llm_asked = 0
+        self.degraded = 0
+        self.mix = config.mix
+        if self.mix is not None:
+            kinds = len(self.mix.kinds)
+            self.kind = array('H', [0]) * n  # the kind of each request of the window
+            self.kind_levels = [{} for dummy in range(kinds)]
+            self.kind_degraded = [0] * kinds
+            self.kind_llm_calls = [0] * kinds
         # live counters (warm-up included), for the progress line
         self.live = {'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0}
         self.keep_window = keep_window
@@ -463,6 +504,12 @@ class _Record(object):
         window = sorted(self.window)
         self.window = []
         return window
+
+    def kind_of(self, index, kind):
+        """Request ``index`` is of the mix's kind ``kind``."""
+        j = index - self.n_warm
+        if j >= 0:
+            self.kind[j] = kind
 
     def dropped(self, index, now):
         """Request ``index`` was due while the in-flight cap was reached: never sent."""
@@ -506,6 +553,8 @@ class _Record(object):
 
         if j < 0:  # warm-up: kept out of the statistics
             return
+        if isinstance(doc, dict):
+            self._llm(j, doc)
         self.issue_ns[j] = start
         self.end_ns[j] = end
         if error is not None:
@@ -526,6 +575,27 @@ class _Record(object):
         else:
             self.no_instance_header += 1
         self._q_score(_finite(q_score))
+
+    def _llm(self, j, doc):
+        """The LLM fields of a 200 answer of the window: level_used, degraded, llm_calls."""
+        level = doc.get('level_used')
+        degraded = doc.get('degraded') is True
+        asked = degraded or (isinstance(level, str) and level != LEVEL_REFLEX)
+        if asked:
+            self.llm_asked += 1
+        if degraded:
+            self.degraded += 1
+        self.llm[j] = (1 if asked else 0) | (2 if degraded else 0)
+        if self.mix is None:
+            return
+        kind = self.kind[j]
+        if isinstance(level, str):
+            _count(self.kind_levels[kind], level)
+        if degraded:
+            self.kind_degraded[kind] += 1
+        calls = _finite(doc.get('llm_calls'))
+        if calls is not None and calls > 0:
+            self.kind_llm_calls[kind] += int(calls) if calls == int(calls) else calls
 
     def _q_score(self, q):
         if q is None:
@@ -558,6 +628,12 @@ class _Sender(object):
         self.const_body = None
         if self.body_parts is not None and len(self.body_parts) == 1:
             self.const_body = self.body_parts[0].encode('utf-8')
+        self.mix = config.mix
+        self.kinds = None
+        if self.mix is not None:
+            self.body_parts = None
+            self.kinds = self.mix.sequence()
+            self.kind_bodies = [_template_parts(text, config.run_id) for text in self.mix.templates]
         self.in_flight = 0
         self.peak_in_flight = 0
         self.tasks = set()
@@ -574,7 +650,7 @@ class _Sender(object):
         else:
             jar = aiohttp.DummyCookieJar()
         headers = dict(cfg.headers)
-        sends_body = self.body_parts is not None or self.workload is not None
+        sends_body = self.body_parts is not None or self.workload is not None or self.mix is not None
         if sends_body and 'content-type' not in [name.lower() for name in headers]:
             headers['Content-Type'] = 'application/json'
         timeout = aiohttp.ClientTimeout(total=cfg.timeout)
@@ -583,9 +659,12 @@ class _Sender(object):
             self.session = session
             yield session
 
-    def _body_for(self, index):
+    def _body_for(self, index, kind):
         if self.workload is not None:
             return self.workload.body(index)
+        if kind is not None:
+            parts = self.kind_bodies[kind]
+            return (parts[0] if len(parts) == 1 else str(index).join(parts)).encode('utf-8')
         if self.const_body is not None or self.body_parts is None:
             return self.const_body
         return str(index).join(self.body_parts).encode('utf-8')
@@ -597,6 +676,10 @@ class _Sender(object):
 
     def issue(self, index, due, now):
         """Start request ``index`` now, or count it as dropped when the cap is reached."""
+        kind = None
+        if self.kinds is not None:  # the schedule issues the requests in order, dropped ones too
+            kind = next(self.kinds)
+            self.record.kind_of(index, kind)
         if self.in_flight >= self.cfg.max_in_flight:
             self.record.dropped(index, now)
             return
@@ -604,14 +687,14 @@ class _Sender(object):
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
         self.record.sent()
-        task = asyncio.ensure_future(self._request(index, due))
+        task = asyncio.ensure_future(self._request(index, due, kind))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _request(self, index, due):
-        """Send request ``index`` (due at ``due``) and record what happened."""
+    async def _request(self, index, due, kind):
+        """Send request ``index`` (due at ``due``, of the mix's kind ``kind``) and record what happened."""
         cfg = self.cfg
-        data = self._body_for(index)
+        data = self._body_for(index, kind)
         url = self._url_for(index)
         status = 0
         payload = None
@@ -740,16 +823,28 @@ class _Window(object):
         self.lags = []
         self.start = schedule.measure_start
         self.last_issue = self.start
-        self.seconds = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': [], 'lat_ok': []}
+        self.seconds = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'llm_asked': 0, 'degraded': 0,
+                         'lat': [], 'lat_ok': []}
                         for dummy in range(int(math.ceil(cfg.duration)))]
+        # With a mix, the same counts kind by kind (and each kind's latency from the intended start).
+        self.kinds = None
+        if cfg.mix is not None:
+            self.kinds = [{'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': []} for dummy in cfg.mix.kinds]
         timeout_ns = int(round(cfg.timeout * _NS_PER_S))
         for j in range(schedule.n_meas):
+            kind = self.kinds[record.kind[j]] if self.kinds is not None else None
             self._add(schedule.due(j + schedule.n_warm), record.state[j], record.issue_ns[j], record.end_ns[j],
-                      record.status[j], timeout_ns)
+                      record.status[j], timeout_ns, kind, record.llm[j])
 
-    def _add(self, due, state, issued, end, status, timeout_ns):
+    def _add(self, due, state, issued, end, status, timeout_ns, kind, llm):
         last = len(self.seconds) - 1
         bucket = self.seconds[min(int((due - self.start) // _NS_PER_S), last)]
+        if llm & 1:
+            bucket['llm_asked'] += 1
+        if llm & 2:
+            bucket['degraded'] += 1
+        if kind is None:
+            kind = {'sent': 0, 'ok': 0, 'errors': 0, 'dropped': 0, 'lat': []}  # counted nowhere
         if issued > self.last_issue:
             self.last_issue = issued
         if state == _DROPPED:
@@ -758,35 +853,41 @@ class _Window(object):
             self.dropped += 1
             self.at_timeout += 1
             bucket['dropped'] += 1
+            kind['dropped'] += 1
             self.lags.append(issued - due)
-            self._latency(bucket, issued - due + timeout_ns, timeout_ns)
+            self._latency(bucket, kind, issued - due + timeout_ns, timeout_ns)
             return
         self.sent += 1
         bucket['sent'] += 1
+        kind['sent'] += 1
         if state == _PENDING:  # its task was cancelled before it could start
             self.errors += 1
             self.at_timeout += 1
             self.cancelled += 1
             bucket['errors'] += 1
-            self._latency(bucket, timeout_ns, timeout_ns)
+            kind['errors'] += 1
+            self._latency(bucket, kind, timeout_ns, timeout_ns)
             return
         self.lags.append(issued - due)
         latency = end - due
-        self._latency(bucket, latency, end - issued)
+        self._latency(bucket, kind, latency, end - issued)
         if state == _ANSWERED and 200 <= status < 300:
             self.ok += 1
             bucket['ok'] += 1
+            kind['ok'] += 1
             self.ok_int.append(latency)
             self.ok_act.append(end - issued)
             bucket['lat_ok'].append(latency)
         else:
             self.errors += 1
             bucket['errors'] += 1
+            kind['errors'] += 1
 
-    def _latency(self, bucket, intended, actual):
+    def _latency(self, bucket, kind, intended, actual):
         self.lat_int.append(intended)
         self.lat_act.append(actual)
         bucket['lat'].append(intended)
+        kind['lat'].append(intended)
 
     def timeline(self):
         timeline = []
@@ -848,6 +949,37 @@ def _answer_facts(record, ids):
     }
 
 
+def _llm_facts(record):
+    """What the 200 answers of the window said about the LLM tier."""
+    asked = record.llm_asked
+    return {
+        'llm_asked': asked,
+        'degraded': record.degraded,
+        'degraded_share': round(record.degraded / asked, 5) if asked else 0.0,
+    }
+
+
+def _kind_facts(cfg, record, window):
+    """With a mix, the figures of each kind of request (measured window)."""
+    out = {}
+    for number, name in enumerate(cfg.mix.names):
+        counts = window.kinds[number]
+        lat = sorted(counts['lat'])
+        out[name] = {
+            'planned': cfg.mix.planned[number],
+            'sent': counts['sent'],
+            'ok': counts['ok'],
+            'errors': counts['errors'],
+            'dropped': counts['dropped'],
+            'latency_ms': {'p50': _ms(percentile(lat, 50.0)), 'p95': _ms(percentile(lat, 95.0)),
+                           'p99': _ms(percentile(lat, 99.0)), 'max': _ms(lat[-1]) if lat else None},
+            'level_used': dict(sorted(record.kind_levels[number].items())),
+            'degraded': record.kind_degraded[number],
+            'llm_calls': record.kind_llm_calls[number],
+        }
+    return out
+
+
 def _corpus_facts(cfg, record, ids):
     """With a corpus, the workload and its duplicates audit; the judgment ids when asked for."""
     facts = {}
@@ -907,6 +1039,9 @@ def summarise(cfg, schedule, record, peak_in_flight, t_end):
     facts.update(_instance_facts(record))
     ids = sorted(record.judgment_ids)
     facts.update(_answer_facts(record, ids))
+    facts.update(_llm_facts(record))
+    if cfg.mix is not None:
+        facts['kinds'] = _kind_facts(cfg, record, window)
     timeline = window.timeline()
     worst, median_p99 = worst_second(timeline)
     facts.update({'timeline': timeline, 'worst_second': worst, 'median_second_p99_ms': median_p99})
@@ -973,6 +1108,8 @@ def plan(config):
     workload = config.workload
     if workload is not None:
         facts['workload'] = workload.describe()
+    if config.mix is not None:
+        facts['kinds'] = config.mix.describe()
     return facts
 
 
@@ -1115,6 +1252,19 @@ def _check_q_shift(facts, thresholds):
                     ', within max_q_shift %s')
 
 
+def _check_degraded(facts, thresholds):
+    limit = thresholds.max_degraded_share
+    asked = facts.get('llm_asked')
+    if not asked:
+        return _unjudged('max_degraded_share', limit, 'max_degraded_share %s: no answer asked an LLM (none had a '
+                         'level_used other than REFLEX, nor degraded true), so no degraded share was measured' % limit)
+    share = facts.get('degraded_share', 0.0)
+    text = ('%d of the %d answers that asked an LLM were degraded (share %.4f)'
+            % (facts.get('degraded', 0), asked, share))
+    return _against('max_degraded_share', limit, share, share > limit, text, ', over max_degraded_share %s',
+                    ', within max_degraded_share %s')
+
+
 def _check_saturation(facts):
     saturated = bool(facts.get('generator_saturated'))
     failures = []
@@ -1143,6 +1293,8 @@ def _judge(facts, thresholds):
         judged.append(_check_duplicates(facts, thresholds))
     if thresholds.max_q_shift is not None:
         judged.append(_check_q_shift(facts, thresholds))
+    if thresholds.max_degraded_share is not None:
+        judged.append(_check_degraded(facts, thresholds))
     if thresholds.fail_if_saturated:
         judged.append(_check_saturation(facts))
     return judged
@@ -1250,6 +1402,15 @@ def format_summary(facts):
         row('q_score', 'mean %.3f, min %.3f, max %.3f (%d)'
             % (q_stats['mean'], q_stats['min'], q_stats['max'], q_stats['count']))
     row('judgment ids', '%d, sha256 %s' % (facts['judgment_ids_count'], facts['judgment_ids_sha256'][:16]))
+    if facts.get('llm_asked') or facts.get('kinds'):
+        row('LLM asked / degraded', '%d / %d (degraded share %.4f)'
+            % (facts.get('llm_asked', 0), facts.get('degraded', 0), facts.get('degraded_share', 0.0)))
+    for name, kind in (facts.get('kinds') or {}).items():
+        lat = kind['latency_ms']
+        levels = ', '.join('%s %d' % item for item in kind['level_used'].items()) or '-'
+        row('kind %s' % name, '%d planned, %d ok, %d errors, %d dropped; p50 %s p99 %s ms; levels %s; %d degraded, '
+            '%s LLM calls' % (kind['planned'], kind['ok'], kind['errors'], kind['dropped'], lat['p50'], lat['p99'],
+                              levels, kind['degraded'], kind['llm_calls']))
     work, dup = facts.get('workload'), facts.get('duplicates')
     if work and dup:
         row('cells', '%d distinct from a corpus of %d; %d repeat requests (%d right behind the first)'

@@ -21,7 +21,13 @@ a seed, of which cell request ``i`` sends:
 The audit counts, from the 200 answers, how many judgments each distinct cell got: the distinct
 values of the answers' id field (``judgment_id`` by default) per cell, or, for a build whose answers
 carry no such id, every answer as one judgment. A cluster without duplicate work gives one judgment
-per cell whatever the repeats; a build without consensus gives about one per request.
+per cell whatever the repeats; a build without consensus gives about one per request. A judgment that
+another answer names in its ``supersedes`` list (a degraded judgment judged again on purpose, at the
+level asked for) counts as an upgraded judgment, not as a duplicate.
+
+A mix (``Mix``) is a list of request kinds, each a body template with a weight: request ``i`` sends
+the kind that largest remainder gives it, so that each kind's share of the measured window (and of
+the warm-up) is exact and its requests are spread evenly over the run.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from __future__ import annotations
 import json
 import math
 import random
+from array import array
+from fractions import Fraction
 
 # A delayed repeat picks one of this many most recent fresh cells: close enough in time that a
 # cache of recent answers would still hold it, far enough that the first answer is back.
@@ -171,6 +179,7 @@ class CellAudit(object):
         self.cells = {}  # key -> [answers, ids, instances, q_min, q_max]
         self.by_name = {}  # corpus name -> [count, sum of q]
         self.answers_without_id = 0
+        self.superseded = set()  # ids that an answer names in its supersedes list
 
     def record(self, index, doc, instance):
         """One 200 answer to request ``index``; ``doc`` its parsed JSON (or None)."""
@@ -187,6 +196,9 @@ class CellAudit(object):
             entry[1].add(str(ident))
         if instance:
             entry[2].add(instance)
+        replaced = doc.get('supersedes') if isinstance(doc, dict) else None
+        if isinstance(replaced, list):
+            self.superseded.update(str(old) for old in replaced if old is not None)
         q = doc.get('q_score') if isinstance(doc, dict) else None
         if isinstance(q, (int, float)) and not isinstance(q, bool) and math.isfinite(q):
             entry[3] = q if entry[3] is None else min(entry[3], q)
@@ -196,9 +208,18 @@ class CellAudit(object):
             acc[0] += 1
             acc[1] += q
 
+    def _judgments_of(self, ids):
+        """(judgments, upgraded) of a cell: an id another answer superseded is an upgrade, not a
+        second judgment; a cell keeps one judgment even if the superseding answer was not its own."""
+        kept = len(ids - self.superseded) if self.superseded else len(ids)
+        kept = max(kept, 1) if ids else 0
+        return kept, len(ids) - kept
+
     def summary(self):
         answered = len(self.cells)
-        judgments = sum(len(entry[1]) for entry in self.cells.values())
+        counted = [self._judgments_of(entry[1]) for entry in self.cells.values()]
+        judgments = sum(kept for kept, dummy in counted)
+        upgraded = sum(extra for dummy, extra in counted)
         several_answers = [entry for entry in self.cells.values() if entry[0] > 1]
         spreads = [entry[4] - entry[3] for entry in several_answers if entry[3] is not None]
         if not self.id_field:
@@ -216,7 +237,8 @@ class CellAudit(object):
             'judgments': judgments,
             'judgments_per_cell': round(judgments / answered, 4) if answered else None,
             'duplicate_judgments': judgments - answered,
-            'cells_judged_more_than_once': sum(1 for entry in self.cells.values() if len(entry[1]) > 1),
+            'upgraded_judgments': upgraded,
+            'cells_judged_more_than_once': sum(1 for kept, dummy in counted if kept > 1),
             'cells_on_several_instances': sum(1 for entry in self.cells.values() if len(entry[2]) > 1),
             'q_score_spread_of_repeated_cells': {
                 'cells': len(spreads),
@@ -228,6 +250,135 @@ class CellAudit(object):
     def q_by_name(self):
         """Mean Q-Score of each corpus text over the run: {name: [answers, mean]}."""
         return dict((name, [acc[0], round(acc[1] / acc[0], 4)]) for name, acc in sorted(self.by_name.items()))
+
+
+# The engine keeps the kind of each request in 16 bits; more kinds than this are a mistake anyway.
+MAX_KINDS = 1000
+_MIX_KEYS = ('name', 'weight', 'body')
+# The level of an answer that asked no LLM (the node's level_used).
+LEVEL_REFLEX = 'REFLEX'
+
+
+def normalize_mix(entries):
+    """``[{"name", "weight", "body"}]`` checked: unique names, positive finite weights, object bodies."""
+    if not isinstance(entries, list) or not entries:
+        raise WorkloadError('mix must be a non-empty list of {name, weight, body}')
+    if len(entries) > MAX_KINDS:
+        raise WorkloadError('mix has %d kinds; at most %d' % (len(entries), MAX_KINDS))
+    out = []
+    names = set()
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise WorkloadError('mix entry %d must be an object {name, weight, body}, got %r' % (number, entry))
+        unknown = sorted(str(key) for key in entry if key not in _MIX_KEYS)
+        if unknown:
+            raise WorkloadError('mix entry %d: unknown key(s) %s (an entry has name, weight and body)'
+                                % (number, ', '.join(unknown)))
+        name = entry.get('name')
+        if not isinstance(name, str) or not name.strip():
+            raise WorkloadError('mix entry %d needs a name (a non-empty string), got %r' % (number, name))
+        if name in names:
+            raise WorkloadError('mix entry %d: the name %r is used twice' % (number, name))
+        names.add(name)
+        weight = entry.get('weight')
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or weight <= 0:
+            raise WorkloadError('mix entry %d (%s): weight must be a positive number, got %r' % (number, name, weight))
+        body = entry.get('body')
+        if not isinstance(body, dict):
+            raise WorkloadError('mix entry %d (%s): body must be an object (the request body of that kind), got %r'
+                                % (number, name, body))
+        out.append({'name': name, 'weight': weight, 'body': body})
+    return out
+
+
+def load_mix(text):
+    """The kinds of a mix file: a JSON list of ``{"name", "weight", "body"}``, checked."""
+    try:
+        entries = json.loads(text)
+    except ValueError as exc:
+        raise WorkloadError('the mix file is not JSON: %s' % exc) from None
+    return normalize_mix(entries)
+
+
+def mix_from_specs(specs, base_body):
+    """Kinds from ``NAME=WEIGHT:LEVEL`` strings: ``base_body`` (a JSON object) with ``"level": LEVEL``."""
+    entries = []
+    for spec in specs:
+        name, dummy, rest = spec.partition('=')
+        weight, colon, level = rest.partition(':')
+        try:
+            value = float(weight)
+        except ValueError:
+            value = None
+        if not name or not colon or not level or value is None:
+            raise WorkloadError('a mix kind is NAME=WEIGHT:LEVEL (for example micro=3:MICRO), got %r' % spec)
+        body = dict(base_body)
+        body['level'] = level
+        entries.append({'name': name, 'weight': value, 'body': body})
+    return normalize_mix(entries)
+
+
+def largest_remainder(weights, total, order):
+    """Whole counts summing to ``total``, in proportion to ``weights`` (Hamilton's method: the
+    floors, then one more for the largest remainders, ties to the kind earlier in ``order``)."""
+    exact = [Fraction(weight) for weight in weights]
+    whole = sum(exact)
+    quotas = [total * weight / whole for weight in exact]
+    counts = [int(math.floor(quota)) for quota in quotas]
+    rank = dict((kind, position) for position, kind in enumerate(order))
+    by_remainder = sorted(range(len(weights)), key=lambda kind: (counts[kind] - quotas[kind], rank[kind]))
+    for kind in by_remainder[:total - sum(counts)]:
+        counts[kind] += 1
+    return counts
+
+
+def spread(counts, order):
+    """The kind of each of ``sum(counts)`` requests in turn: the kind furthest behind its share of
+    the requests so far (largest remainder on every prefix), ties to the kind earlier in ``order``.
+    Each kind ends with exactly its count, and none runs ahead or behind its share by a burst."""
+    total = sum(counts)
+    sent = [0] * len(counts)
+    for step in range(1, total + 1):
+        best = best_deficit = None
+        for kind in order:
+            deficit = counts[kind] * step - sent[kind] * total  # in units of 1 / total request
+            if best is None or deficit > best_deficit:
+                best, best_deficit = kind, deficit
+        sent[best] += 1
+        yield best
+
+
+class Mix(object):
+    """Request kinds with weights: the warm-up and the measured window are each shared out by
+    largest remainder (exact counts), and ``sequence()`` interleaves the kinds evenly in time.
+    Ties are broken in an order shuffled from the seed (the run id by default): reproducible."""
+
+    def __init__(self, entries, n_warm, n_meas, run_id, seed=None):
+        self.kinds = normalize_mix(entries)
+        self.names = [kind['name'] for kind in self.kinds]
+        rng = random.Random(seed if seed is not None else run_id)
+        self.order = list(range(len(self.kinds)))
+        rng.shuffle(self.order)
+        weights = [kind['weight'] for kind in self.kinds]
+        self.warmup_planned = largest_remainder(weights, int(n_warm), self.order)
+        self.planned = largest_remainder(weights, int(n_meas), self.order)
+        self.templates = [json.dumps(kind['body']) for kind in self.kinds]
+
+    def sequence(self):
+        """The kind (an index) of every request in order, warm-up first; a generator, since a run
+        may plan millions of requests."""
+        yield from spread(self.warmup_planned, self.order)
+        yield from spread(self.planned, self.order)
+
+    def kinds_array(self):
+        """The whole sequence at once (for tests and small runs)."""
+        return array('H', self.sequence())
+
+    def describe(self):
+        return dict((kind['name'], {'weight': kind['weight'], 'planned': self.planned[number],
+                                    'warmup_planned': self.warmup_planned[number]})
+                    for number, kind in enumerate(self.kinds))
 
 
 def _quantiles(values):

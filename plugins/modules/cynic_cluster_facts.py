@@ -18,11 +18,17 @@ description:
     stored more than once (there must be none, one record per cell).
   - Given the judgment ids that the service answered with 200 (directly or from the facts of
     M(cynic.cluster.cynic_stress)), reports how many of them SurrealDB lacks (the no-data-loss check).
+  - Reads the Prometheus series of every instance whose name starts with one of O(metric_prefixes) (the LLM tier's
+    by default) from its O(metrics_path); an instance whose metrics cannot be read (for example 403 from an address
+    that C(CYNIC_METRICS_ALLOW) does not allow) is reported, not fatal.
+  - A judgment that a later one replaced (listed in the O(superseded_field) of a stored judgment, a degraded
+    judgment judged again at its level) is not counted as missing.
   - Only reads; uses the Python standard library (through C(ansible.module_utils.urls)), so it runs on any host.
   - Unreachable instances or an unreachable SurrealDB do not fail the task; they are reported in the facts.
 notes:
   - The missing-judgment check reads every judgment id of the table in one query (C(SELECT VALUE judgment_id FROM
-    judgment)) and compares sets on the managed host; raise O(timeout) for very large tables.
+    judgment)), and every superseded list (C(SELECT VALUE supersedes FROM judgment)), and compares sets on the managed
+    host; raise O(timeout) for very large tables.
   - All SurrealDB queries go in one C(POST /sql) request with the headers C(Accept), C(Surreal-NS) and C(Surreal-DB).
 author:
   - CYNIC cluster team (@cynic-cluster)
@@ -60,6 +66,17 @@ options:
       - Path of the health endpoint.
     type: str
     default: /health
+  metrics_path:
+    description:
+      - Path of the Prometheus metrics endpoint of the instances.
+    type: str
+    default: /metrics
+  metric_prefixes:
+    description:
+      - The series of O(metrics_path) to return, by the start of their metric name; V([]) reads no metrics.
+    type: list
+    elements: str
+    default: [cynic_llm_]
   accept_degraded:
     description:
       - Count an instance that answers C(degraded) (the LLM is unreachable, REFLEX judgments still work) as healthy.
@@ -116,9 +133,15 @@ options:
       - Field of a judgment that holds the judgment id that the service answers with.
     type: str
     default: judgment_id
+  superseded_field:
+    description:
+      - Field of a judgment that lists the ids of the judgments it replaced. Those ids are not counted as missing.
+      - Empty to leave superseded judgments out of the check (a store of a build without the field).
+    type: str
+    default: supersedes
   judgment_ids:
     description:
-      - Judgment ids that must all be stored.
+      - Judgment ids that must all be stored (or superseded by one that is).
     type: list
     elements: str
   stress_facts:
@@ -188,6 +211,11 @@ ansible_facts:
             - One entry per instance, with C(url), C(reachable), C(http_status), C(status), C(instance_id),
               C(version), C(uptime_s), C(storage), C(llm), C(judgments_total), C(healthy) and C(error) (null when
               none).
+            - C(metrics) - the series of O(metrics_path) whose name starts with one of O(metric_prefixes), by series as
+              written with its labels (for example C(cynic_llm_calls_total{outcome="ok",server="http://a:11434"})),
+              each with its value (a number; C(NaN), C(+Inf) and C(-Inf) as strings); null when they were not read.
+            - C(metrics_error) - why the metrics could not be read (for example C(HTTP 403)), null when they were or
+              when O(metric_prefixes) is empty.
           type: list
           elements: dict
           returned: always
@@ -249,10 +277,17 @@ ansible_facts:
           type: list
           elements: str
           returned: always
+        superseded_judgments:
+          description:
+            - How many of the checked judgment ids are not stored but listed in the O(superseded_field) of a stored
+              judgment (replaced on purpose, not lost); null when nothing was checked.
+          type: int
+          returned: always
 '''
 
 import http.client
 import json
+import math
 import re
 import socket
 import urllib.error
@@ -267,6 +302,7 @@ _HEALTH_FIELDS = ('status', 'instance_id', 'version', 'uptime_s', 'storage', 'll
 # What a server that is down, or dies while answering, raises: refused or reset connections
 # (URLError, OSError), timeouts, and replies that are not HTTP or end early (HTTPException).
 _UNREACHABLE = (urllib.error.URLError, socket.timeout, OSError, ValueError, http.client.HTTPException)
+_METRIC_NAME = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*')
 
 
 class SurrealError(Exception):
@@ -331,6 +367,68 @@ def check_instance(url, params):
     return info
 
 
+def _series_end(line, start):
+    """Index just past the ``}`` closing the labels that open at ``start``; quoted values may hold
+    any character, escaped. None when the labels never close."""
+    quoted = False
+    index = start + 1
+    while index < len(line):
+        char = line[index]
+        if quoted:
+            if char == '\\':
+                index += 1
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == '}':
+            return index + 1
+        index += 1
+    return None
+
+
+def parse_metrics(text, prefixes):
+    """{series with its labels: value} of the Prometheus text lines whose metric name starts with a prefix."""
+    out = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith('#'):
+            continue
+        match = _METRIC_NAME.match(line)
+        if not match or not any(match.group(0).startswith(prefix) for prefix in prefixes):
+            continue
+        end = match.end()
+        if end < len(line) and line[end] == '{':
+            end = _series_end(line, end)
+            if end is None:
+                continue
+        fields = line[end:].split()
+        if not fields:
+            continue
+        try:
+            value = float(fields[0])
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            out[line[:end]] = fields[0]  # NaN and infinities are no JSON numbers
+        elif value.is_integer() and abs(value) < 2 ** 53:
+            out[line[:end]] = int(value)  # counters and gauges of whole numbers, as written
+        else:
+            out[line[:end]] = value
+    return out
+
+
+def read_metrics(url, params):
+    """(the series of the instance's metrics, None) or (None, why they could not be read)."""
+    try:
+        status, body = _get(url + params['metrics_path'], params, headers={'Accept': 'text/plain'})
+    except _UNREACHABLE as exc:
+        return None, '%s: %s' % (type(exc).__name__, exc)
+    if status != 200:
+        return None, 'HTTP %s: %s' % (status, body.strip()[:200])
+    return parse_metrics(body, params['metric_prefixes']), None
+
+
 def surreal_query(params, statements):
     """Run SurrealQL statements through POST /sql and return the result of each."""
     headers = {
@@ -373,10 +471,22 @@ def _group_all_count(result):
     return int(row)
 
 
+def _superseded_ids(values):
+    """The ids of every stored judgment's superseded list (NONE for a judgment without one)."""
+    out = set()
+    for value in values or []:
+        if isinstance(value, list):
+            out.update(to_text(old) for old in value if old is not None)
+        elif value is not None:
+            out.add(to_text(value))
+    return out
+
+
 def check_surreal(params, wanted_ids):
     table = params['surreal_table']
     cell = params['cell_field']
     jid = params['judgment_id_field']
+    replaced = params['superseded_field']
     limit = max(params['max_missing_examples'], 0)
     grouped = '(SELECT %s, count() AS n FROM %s GROUP BY %s)' % (cell, table, cell)
     statements = [
@@ -386,16 +496,22 @@ def check_surreal(params, wanted_ids):
     ]
     if wanted_ids:
         statements.append('SELECT VALUE %s FROM %s' % (jid, table))
+        if replaced:
+            statements.append('SELECT VALUE %s FROM %s' % (replaced, table))
     results = surreal_query(params, statements)
     out = dict(
         judgment_count=_group_all_count(results[0]),
         duplicate_cells=_group_all_count(results[1]),
         duplicate_examples=(results[2] or [])[:limit] if limit else [],
         missing=None,
+        superseded=None,
     )
     if wanted_ids:
         stored = set(to_text(value) for value in (results[3] or []) if value is not None)
-        out['missing'] = sorted(wanted_ids - stored)
+        absent = wanted_ids - stored
+        superseded = absent & _superseded_ids(results[4]) if replaced else set()
+        out['missing'] = sorted(absent - superseded)
+        out['superseded'] = len(superseded)
     return out
 
 
@@ -407,6 +523,8 @@ def argument_spec():
         ports=dict(type='list', elements='int'),
         scheme=dict(type='str', choices=['http', 'https'], default='http'),
         health_path=dict(type='str', default='/health'),
+        metrics_path=dict(type='str', default='/metrics'),
+        metric_prefixes=dict(type='list', elements='str', default=['cynic_llm_']),
         accept_degraded=dict(type='bool', default=True),
         ca_path=dict(type='path'),
         use_proxy=dict(type='bool', default=False),
@@ -418,6 +536,7 @@ def argument_spec():
         surreal_table=dict(type='str', default='judgment'),
         cell_field=dict(type='str', default='cell_id'),
         judgment_id_field=dict(type='str', default='judgment_id'),
+        superseded_field=dict(type='str', default='supersedes'),
         judgment_ids=dict(type='list', elements='str'),
         stress_facts=dict(type='dict'),
         max_missing_examples=dict(type='int', default=20),
@@ -436,10 +555,22 @@ def main():
     for key in ('surreal_table', 'cell_field', 'judgment_id_field'):
         if not _IDENTIFIER.match(params[key]):
             module.fail_json(msg='%s must be a plain SurrealQL identifier, got %r' % (key, params[key]))
-    if not params['health_path'].startswith('/'):
-        module.fail_json(msg='health_path must start with "/"')
+    if params['superseded_field'] and not _IDENTIFIER.match(params['superseded_field']):
+        module.fail_json(msg='superseded_field must be a plain SurrealQL identifier (or empty), got %r'
+                         % params['superseded_field'])
+    for key in ('health_path', 'metrics_path'):
+        if not params[key].startswith('/'):
+            module.fail_json(msg='%s must start with "/"' % key)
 
     instances = [check_instance(url, params) for url in instance_urls(params)]
+    for item in instances:
+        item['metrics'] = item['metrics_error'] = None
+        if not params['metric_prefixes']:
+            continue
+        if not item['reachable']:
+            item['metrics_error'] = 'not read: the instance is not reachable'
+            continue
+        item['metrics'], item['metrics_error'] = read_metrics(item['url'], params)
     ids = [item['instance_id'] for item in instances]
     seen = {}
     for value in ids:
@@ -461,6 +592,7 @@ def main():
         judgments_checked=0,
         missing_judgments=None,
         missing_judgment_ids=[],
+        superseded_judgments=None,
     )
 
     wanted = set(params['judgment_ids'] or [])
@@ -490,6 +622,7 @@ def main():
                 facts['judgments_checked'] = len(wanted)
                 facts['missing_judgments'] = len(result['missing'])
                 facts['missing_judgment_ids'] = result['missing'][:max(params['max_missing_examples'], 0)]
+                facts['superseded_judgments'] = result['superseded']
     elif wanted:
         module.warn('judgment ids were given but no surreal_url: nothing was checked')
 

@@ -81,6 +81,7 @@ options:
       - C({i}) is replaced by the request number (warm-up included, from 0) and C({run}) by the run id, so that a
         body with C({run}) creates new cells on every run. Null sends no body.
       - The body is sent with the header C(Content-Type) set to C(application/json) unless O(headers) sets it.
+      - Mutually exclusive with O(mix), which gives each kind of request its own body.
     type: raw
     default: '{"content": "Test code {i}", "reality": "CODE", "analysis": "JUDGE", "budget_usd": 0.01}'
   cells:
@@ -94,6 +95,34 @@ options:
         for duplicate work (RV(ansible_facts.cynic_stress.duplicates)).
     type: list
     elements: raw
+  mix:
+    description:
+      - Kinds of requests to send in fixed shares instead of the single O(body) (for example REFLEX, MICRO and MACRO
+        requests of the LLM tier). Mutually exclusive with O(body) and O(cells).
+      - Each kind's share of the measured window (and of the warm-up) is exact, by largest remainder over the
+        weights, and its requests are spread evenly over the run (the kind furthest behind its share goes next),
+        not sent in bursts; ties go in an order drawn from O(run_id), so a run id gives the same sequence.
+      - The answers are counted kind by kind in RV(ansible_facts.cynic_stress.kinds).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Name of the kind, unique in the mix; the key of RV(ansible_facts.cynic_stress.kinds).
+        type: str
+        required: true
+      weight:
+        description:
+          - Weight of the kind, a positive number; its share is the weight over the sum of the weights.
+        type: float
+        required: true
+      body:
+        description:
+          - >-
+            The request body of this kind, serialised as JSON, with C({i}) and C({run}) substituted as in O(body)
+            (for example V({"content": "cell {i} {run}", "level": "MICRO"}), written as a YAML mapping).
+        type: dict
+        required: true
   repeat_share:
     description:
       - With O(cells), the share of the requests that repeat a cell this run already sent, in [0, 1).
@@ -250,6 +279,12 @@ options:
       - Fails when nothing was compared (no O(q_at_rest), or none of its texts was judged by this run).
       - Zero or more.
     type: float
+  max_degraded_share:
+    description:
+      - Largest accepted share of degraded answers among the answers that asked an LLM
+        (RV(ansible_facts.cynic_stress.degraded_share)), between 0 and 1, for example V(0.05).
+      - Fails when no answer asked an LLM (RV(ansible_facts.cynic_stress.llm_asked) is 0), since nothing was measured.
+    type: float
 seealso:
   - module: cynic.cluster.cynic_cluster_facts
 '''
@@ -305,6 +340,23 @@ EXAMPLES = r'''
 - name: One line per threshold, passed or not
   ansible.builtin.debug:
     msg: "{{ under_load['ansible_facts']['cynic_stress']['checks'] | map(attribute='message') | list }}"
+
+- name: Half REFLEX, a third MICRO, a sixth MACRO; at most 5% of the LLM answers degraded
+  cynic.cluster.cynic_stress:
+    url: http://127.0.0.1:8080
+    rate: 20
+    duration: 60
+    mix:
+      - {name: reflex, weight: 3, body: {content: "reflex {run} {i}", reality: CODE, analysis: JUDGE, level: REFLEX}}
+      - {name: micro, weight: 2, body: {content: "micro {run} {i}", reality: CODE, analysis: JUDGE, level: MICRO}}
+      - {name: macro, weight: 1, body: {content: "macro {run} {i}", reality: CODE, analysis: JUDGE, level: MACRO}}
+    max_degraded_share: 0.05
+    fail_on_thresholds: false
+  register: levels
+
+- name: Latency and levels reached, kind by kind
+  ansible.builtin.debug:
+    var: levels['ansible_facts']['cynic_stress']['kinds']
 
 - name: Show the latency over time
   ansible.builtin.debug:
@@ -559,9 +611,11 @@ ansible_facts:
         duplicates:
           description:
             - With O(cells), the duplicates audit of the 200 answers (warm-up included) - C(cells_answered),
-              C(cells_answered_more_than_once), C(judgments) (distinct O(id_field) values per cell, summed; an answer
-              without one counts as one judgment), C(judgments_per_cell), C(duplicate_judgments) (judgments beyond
-              one per cell), C(cells_judged_more_than_once), C(cells_on_several_instances) (cells answered by more
+              C(cells_answered_more_than_once), C(judgments) (distinct O(id_field) values per cell, superseded ones
+              left out, summed; an answer without one counts as one judgment), C(judgments_per_cell), C(duplicate_judgments) (judgments beyond
+              one per cell), C(upgraded_judgments) (judgments that another answer names in its C(supersedes) list, a
+              degraded judgment judged again at its level, counted here and not as a duplicate),
+              C(cells_judged_more_than_once), C(cells_on_several_instances) (cells answered by more
               than one X-Instance-ID), C(q_score_spread_of_repeated_cells) (C(cells), C(mean), C(max) of the
               max - min Q-Score of each cell answered more than once), C(counted_from) (a sentence) and C(id_field).
           type: dict
@@ -580,6 +634,33 @@ ansible_facts:
               mean moved by more than C(tolerance), 0.5 points).
           type: dict
           returned: when O(q_at_rest) is set and not in check mode
+        llm_asked:
+          description:
+            - 200 answers of the measured window that asked an LLM - a C(level_used) other than C(REFLEX), or
+              C(degraded) true (a MICRO or MACRO request answered below its level).
+          type: int
+          returned: when not in check mode
+        degraded:
+          description: 200 answers of the measured window with C(degraded) true.
+          type: int
+          returned: when not in check mode
+        degraded_share:
+          description:
+            - RV(ansible_facts.cynic_stress.degraded) over RV(ansible_facts.cynic_stress.llm_asked); 0.0 when no answer
+              asked an LLM.
+          type: float
+          returned: when not in check mode
+        kinds:
+          description:
+            - With O(mix), one entry per kind, by name - C(planned), C(sent), C(ok), C(errors), C(dropped) (as the
+              run's own counts, for the requests of that kind in the measured window), C(latency_ms) (C(p50), C(p95),
+              C(p99), C(max) from the intended start, every request of the kind, dropped ones at O(timeout), as in
+              RV(ansible_facts.cynic_stress.latency_ms)), C(level_used) (count of the 200 answers by the
+              C(level_used) they report), C(degraded) (answers with C(degraded) true) and C(llm_calls) (the sum of
+              the answers' C(llm_calls)).
+            - In check mode, the plan of each kind - C(weight), C(planned) and C(warmup_planned).
+          type: dict
+          returned: when O(mix) is set
         judgment_ids_count:
           description: Number of distinct judgment ids.
           type: int
@@ -592,8 +673,10 @@ ansible_facts:
           description:
             - One entry per second of the measured window, by intended start, with C(second), C(sent), C(ok),
               C(errors), C(dropped), C(p50_ms) and C(p99_ms) (latency from the intended start of every request due in
-              that second, as in RV(ansible_facts.cynic_stress.latency_ms), dropped ones at the timeout), and
-              C(p50_ok_ms) and C(p99_ok_ms) (of its 2xx answers only). A percentile without samples is null.
+              that second, as in RV(ansible_facts.cynic_stress.latency_ms), dropped ones at the timeout),
+              C(p50_ok_ms) and C(p99_ok_ms) (of its 2xx answers only), C(llm_asked) and C(degraded) (its answers, as
+              RV(ansible_facts.cynic_stress.llm_asked) and RV(ansible_facts.cynic_stress.degraded) count them). A
+              percentile without samples is null.
           type: list
           elements: dict
           returned: when not in check mode
@@ -621,7 +704,7 @@ ansible_facts:
             - One entry per threshold in force, in this order - C(min_rate_ratio), C(max_error_rate), C(max_p95_ms),
               C(max_p99_ms), C(expected_instances) (O(expected_instances) without O(min_instance_share)),
               C(min_instance_share), C(q_score_range) (O(q_score_min), O(q_score_max) or both),
-              C(max_duplicate_judgments), C(max_q_shift) and C(fail_if_saturated).
+              C(max_duplicate_judgments), C(max_q_shift), C(max_degraded_share) and C(fail_if_saturated).
             - Empty in check mode and when no threshold is set.
           type: list
           elements: dict
@@ -647,7 +730,8 @@ ansible_facts:
                 - C({all, ok}) (the p95 or p99 from the intended start over every request and over the 2xx answers)
                   for the latency limits; C({instance, share}) for C(min_instance_share); C({instance, 2xx answers})
                   for C(expected_instances); the observed C([min, max]) for C(q_score_range);
-                  C(duplicate_judgments), C(mean_abs_difference) of RV(ansible_facts.cynic_stress.q_vs_rest) and
+                  C(duplicate_judgments), C(mean_abs_difference) of RV(ansible_facts.cynic_stress.q_vs_rest),
+                  RV(ansible_facts.cynic_stress.degraded_share) and
                   RV(ansible_facts.cynic_stress.generator_saturated) for the checks of those names; the ratio or the
                   rate for the others.
               type: raw
@@ -686,7 +770,7 @@ from ansible_collections.cynic.cluster.plugins.module_utils.cynic_module_args im
 
 THRESHOLD_KEYS = ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms', 'expected_instances',
                   'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated', 'max_duplicate_judgments',
-                  'max_q_shift')
+                  'max_q_shift', 'max_degraded_share')
 
 
 def argument_spec():
@@ -697,6 +781,11 @@ def argument_spec():
         method=dict(type='str', default='POST'),
         body=dict(type='raw', default=DEFAULT_BODY),
         cells=dict(type='list', elements='raw'),
+        mix=dict(type='list', elements='dict', options=dict(
+            name=dict(type='str', required=True),
+            weight=dict(type='float', required=True),
+            body=dict(type='dict', required=True),
+        )),
         repeat_share=dict(type='float', default=0),
         concurrent_share=dict(type='float', default=0.5),
         mark_cells=dict(type='bool', default=True),
@@ -724,12 +813,15 @@ def argument_spec():
         q_score_max=dict(type='float'),
         max_duplicate_judgments=dict(type='int'),
         max_q_shift=dict(type='float'),
+        max_degraded_share=dict(type='float'),
     )
     return spec
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    # A mix gives every request its body: a body or a corpus beside it would be silently ignored.
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=[('mix', 'body'), ('mix', 'cells')])
     params = module.params
 
     try:
@@ -742,6 +834,7 @@ def main():
             saturation_lag_ms=params['saturation_lag_ms'], cells=params['cells'],
             repeat_share=params['repeat_share'], concurrent_share=params['concurrent_share'],
             mark_cells=params['mark_cells'], id_field=params['id_field'], q_at_rest=params['q_at_rest'],
+            mix=params['mix'],
         )
         thresholds = Thresholds(**dict((key, params[key]) for key in THRESHOLD_KEYS))
     except LoadError as exc:

@@ -112,3 +112,65 @@ def test_engine_from_the_installed_collection(http_server):
         assert proc.returncode != 0 and 'cannot find the engine' in proc.stderr
     finally:
         shutil.rmtree(where, ignore_errors=True)
+
+
+async def levelled(server, request):
+    """Answers at the level asked, every MACRO answer degraded to REFLEX."""
+    doc = json.loads(await request.read())
+    server.stats['bodies'].append(doc)
+    degraded = doc.get('level') == 'MACRO'
+    return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 50.0,
+                              'level_used': 'REFLEX' if degraded else doc['level'], 'degraded': degraded,
+                              'llm_calls': 0 if degraded or doc['level'] == 'REFLEX' else 1, 'supersedes': []})
+
+
+def test_a_mix_of_levels_from_the_command_line(http_server, tmp_path):
+    server = http_server([('POST', '/judge', levelled)])
+    proc = run_cli(server.url, '-r', '40', '-d', '1', '-q', '--json', '--mix', 'fast=2:REFLEX',
+                   '--mix', 'deep=1:MICRO', '--mix', 'deeper=1:MACRO', '--max-degraded-share', '0.4')
+    assert proc.returncode == 1, proc.stderr  # half of the LLM answers degraded
+    facts = json.loads(proc.stdout)
+    assert dict((name, kind['planned']) for name, kind in facts['kinds'].items()) == {
+        'fast': 20, 'deep': 10, 'deeper': 10}
+    assert facts['llm_asked'] == 20 and facts['degraded'] == 10 and facts['degraded_share'] == 0.5
+    assert facts['checks'][0]['name'] == 'max_degraded_share' and not facts['checks'][0]['passed']
+    # the default body with the level of each kind
+    default = json.loads(cynic_load.DEFAULT_BODY)
+    assert sorted(set(body['level'] for body in server.stats['bodies'])) == ['MACRO', 'MICRO', 'REFLEX']
+    assert all(set(body) == set(default) | {'level'} for body in server.stats['bodies'])
+
+    mix = tmp_path / 'mix.json'
+    mix.write_text(json.dumps([{'name': 'only', 'weight': 1, 'body': {'content': 'x {i}', 'level': 'MICRO'}}]))
+    proc = run_cli(server.url, '-r', '20', '-d', '0.5', '-q', '--mix-file', str(mix), '--max-degraded-share', '0')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'kind only' in proc.stdout and 'LLM asked / degraded       10 / 0' in proc.stdout
+
+    for bad, message in ((['--mix', 'fast=two:REFLEX'], 'NAME=WEIGHT:LEVEL'),
+                         (['--mix', 'a=1:MICRO', '--corpus', str(mix)], 'not allowed with argument'),
+                         (['--mix', 'a=1:MICRO', '--mix-file', str(mix)], 'not allowed with argument'),
+                         (['--mix-file', str(tmp_path / 'nope.json')], 'nope.json'),
+                         (['--max-degraded-share', '1.5'], 'max_degraded_share must be between 0 and 1')):
+        proc = run_cli(server.url, '-n', *bad)
+        assert proc.returncode == 2 and message in proc.stderr, (bad, proc.stderr)
+
+
+def test_q_scores_against_a_run_at_rest_from_the_command_line(http_server, tmp_path):
+    server = http_server([('POST', '/judge', judge)])
+    corpus = tmp_path / 'cells.jsonl'
+    corpus.write_text(''.join(json.dumps({'name': name, 'cell': {'content': name}}) + '\n' for name in 'abc'))
+    proc = run_cli(server.url, '-r', '30', '-d', '0.5', '-q', '--json', '--corpus', str(corpus))
+    assert proc.returncode == 0, proc.stderr
+    rest = tmp_path / 'rest.json'
+    rest.write_text(proc.stdout)  # the whole --json output of the run at rest
+    proc = run_cli(server.url, '-r', '30', '-d', '0.5', '-q', '--json', '--corpus', str(corpus),
+                   '--q-at-rest', str(rest), '--max-q-shift', '0.5')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)['q_vs_rest']['mean_abs_difference'] == 0  # the server's q_score is constant
+    far = dict((name, [count, 0.0]) for name, (count, mean) in json.loads(rest.read_text())['q_by_text'].items())
+    rest.write_text(json.dumps(far))  # q_by_text alone
+    proc = run_cli(server.url, '-r', '30', '-d', '0.5', '-q', '--corpus', str(corpus), '--q-at-rest', str(rest),
+                   '--max-q-shift', '0.5')
+    assert proc.returncode == 1 and 'over max_q_shift 0.5' in proc.stdout, proc.stdout
+    rest.write_text('[1, 2]')
+    proc = run_cli(server.url, '-n', '--corpus', str(corpus), '--q-at-rest', str(rest))
+    assert proc.returncode == 2 and 'neither the --json facts' in proc.stderr, proc.stderr

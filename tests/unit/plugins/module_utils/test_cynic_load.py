@@ -114,6 +114,9 @@ def test_percentile_ranks_have_no_rounding_error():
     ({'headers': {'Bad Name': 'x'}}, "header name 'Bad Name' is not valid"),
     ({'headers': {'X-A:': 'x'}}, 'header name'),
     ({'instance_header': 'X Instance'}, 'instance_header'),
+    ({'mix': [{'name': 'a', 'weight': 1, 'body': {}}], 'cells': [{'content': 'x'}]}, 'mix and cells'),
+    ({'mix': [{'name': 'a', 'weight': 1, 'body': {}}], 'method': 'GET'}, 'method GET sends none'),
+    ({'mix': [{'name': 'a', 'weight': -1, 'body': {}}]}, r'mix entry 1 \(a\): weight must be a positive number'),
 ])
 def test_config_is_validated(kwargs, message):
     args = {'url': 'http://127.0.0.1:1'}
@@ -138,6 +141,8 @@ def test_valid_requests_pass_validation():
     ({'q_score_min': 80, 'q_score_max': 20}, 'no run could pass'),
     ({'max_q_shift': -0.5}, 'max_q_shift must be between 0 and inf'),
     ({'max_q_shift': float('inf')}, 'max_q_shift must be a finite number'),
+    ({'max_degraded_share': 1.5}, 'max_degraded_share must be between 0 and 1'),
+    ({'max_degraded_share': float('nan')}, 'max_degraded_share must be a finite number'),
 ])
 def test_thresholds_are_validated(kwargs, message):
     with pytest.raises(cl.LoadError, match=message):
@@ -589,6 +594,7 @@ GOOD = {
     'q_score': {'count': 100, 'mean': 50.0, 'min': 10.0, 'max': 90.0},
     'duplicates': {'duplicate_judgments': 0, 'judgments': 30, 'cells_answered': 30, 'counted_from': 'judgment_id'},
     'q_vs_rest': {'texts_compared': 3, 'mean_abs_difference': 0.5, 'max_abs_difference': 1.0},
+    'llm_asked': 40, 'degraded': 1, 'degraded_share': 0.025,
     'generator_saturated': False, 'saturation_reasons': [],
 }
 CHECKS = [
@@ -632,6 +638,11 @@ CHECKS = [
     ('max_q_shift', {'max_q_shift': 2}, 0.5, {'q_vs_rest': None}, None,
      'max_q_shift 2: no Q-Score was compared with a run at rest (q_at_rest needs cells and the q_by_text of an '
      'earlier run)'),
+    ('max_degraded_share', {'max_degraded_share': 0.05}, 0.025, {'degraded': 10, 'degraded_share': 0.25}, 0.25,
+     '10 of the 40 answers that asked an LLM were degraded (share 0.2500), over max_degraded_share 0.05'),
+    ('max_degraded_share', {'max_degraded_share': 0.05}, 0.025, {'llm_asked': 0, 'degraded': 0, 'degraded_share': 0.0},
+     None, 'max_degraded_share 0.05: no answer asked an LLM (none had a level_used other than REFLEX, nor degraded '
+           'true), so no degraded share was measured'),
     ('fail_if_saturated', {'fail_if_saturated': True}, False,
      {'generator_saturated': True, 'saturation_reasons': ['scheduler lag p99 30.0 ms is over 20.0 ms']}, True,
      'the load generator was saturated: scheduler lag p99 30.0 ms is over 20.0 ms'),
@@ -658,12 +669,12 @@ def test_each_check_passes_and_fails(name, limits, good_value, broken, broken_va
 def test_the_limit_of_each_check_is_the_threshold_as_set():
     limits = cl.Thresholds(min_rate_ratio=0.99, max_error_rate=0.01, max_p95_ms=50, max_p99_ms=100,
                            min_instance_share=0.4, q_score_max=95, max_duplicate_judgments=1, max_q_shift=0.5,
-                           fail_if_saturated=True)
+                           max_degraded_share=0.1, fail_if_saturated=True)
     checks = cl.check_thresholds(GOOD, limits)
     assert [(check['name'], check['limit']) for check in checks] == [
         ('min_rate_ratio', 0.99), ('max_error_rate', 0.01), ('max_p95_ms', 50), ('max_p99_ms', 100),
         ('min_instance_share', 0.4), ('q_score_range', [None, 95]), ('max_duplicate_judgments', 1),
-        ('max_q_shift', 0.5), ('fail_if_saturated', True)]
+        ('max_q_shift', 0.5), ('max_degraded_share', 0.1), ('fail_if_saturated', True)]
     assert all(check['passed'] for check in checks), checks
     assert [check['name'] for check in cl.check_thresholds(GOOD, cl.Thresholds(expected_instances=['a']))] == [
         'expected_instances']
@@ -679,3 +690,75 @@ def test_apply_thresholds_stores_the_checks_beside_the_failures():
     assert len(facts['threshold_failures']) == 3 and facts['passed'] is False
     assert facts['checks'][1]['message'] == '; '.join(facts['threshold_failures'][1:])
     assert facts['thresholds']['max_q_shift'] == 1
+
+
+def levelled_judge():
+    """A node of the LLM tier: answers at the level asked, except every second MACRO request, which
+    it answers REFLEX and degraded (its deadline passed); two LLM calls per MICRO/MACRO answer."""
+    async def handler(server, request):
+        doc = json.loads(await request.read())
+        level = doc.get('level', 'REFLEX')
+        server.stats['bodies'].append(doc)
+        macro = sum(1 for seen in server.stats['bodies'] if seen.get('level') == 'MACRO')
+        degraded = level == 'MACRO' and macro % 2 == 0
+        used = 'REFLEX' if degraded else level
+        return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 50.0,
+                                  'level_used': used, 'degraded': degraded, 'supersedes': [],
+                                  'degraded_reason': 'deadline' if degraded else None,
+                                  'llm_calls': 0 if used == 'REFLEX' else 2})
+    return handler
+
+
+MIX = [
+    {'name': 'reflex', 'weight': 2, 'body': {'content': 'r {run} {i}', 'level': 'REFLEX'}},
+    {'name': 'micro', 'weight': 1, 'body': {'content': 'm {run} {i}', 'level': 'MICRO'}},
+    {'name': 'macro', 'weight': 1, 'body': {'content': 'M {run} {i}', 'level': 'MACRO'}},
+]
+
+
+def test_a_mix_sends_each_kind_in_its_share_and_counts_its_answers(http_server):
+    server = http_server([('POST', '/judge', levelled_judge())])
+    config = cl.LoadConfig(server.url, rate=200, duration=2, warmup=0.5, mix=MIX, run_id='mix1')
+    facts = cl.run_load(config, thresholds=cl.Thresholds(max_degraded_share=0.2))
+    kinds = facts['kinds']
+    assert list(kinds) == ['reflex', 'micro', 'macro']
+    assert [kinds[name]['planned'] for name in kinds] == [200, 100, 100]
+    # the bodies the server got, warm-up included: each kind's own body, in its share, {i} and {run} filled
+    bodies = server.stats['bodies']
+    assert len(bodies) == 500
+    for name, level in (('reflex', 'REFLEX'), ('micro', 'MICRO'), ('macro', 'MACRO')):
+        mine = [body for body in bodies if body['level'] == level]
+        assert len(mine) == kinds[name]['planned'] + config.mix.describe()[name]['warmup_planned']
+        assert all(body['content'].split()[1] == 'mix1' and body['content'].split()[2].isdigit() for body in mine)
+        kind = kinds[name]
+        assert kind['sent'] == kind['ok'] == kind['planned'] and kind['errors'] == kind['dropped'] == 0, kind
+        assert kind['latency_ms']['p50'] <= kind['latency_ms']['p99'] <= kind['latency_ms']['max']
+    assert kinds['reflex']['level_used'] == {'REFLEX': 200} and kinds['reflex']['llm_calls'] == 0
+    assert kinds['micro']['level_used'] == {'MICRO': 100} and kinds['micro']['llm_calls'] == 200
+    macro = kinds['macro']
+    assert macro['degraded'] == macro['level_used']['REFLEX'] and 45 <= macro['degraded'] <= 55, macro
+    assert macro['level_used']['MACRO'] + macro['degraded'] == 100
+    assert macro['llm_calls'] == 2 * macro['level_used']['MACRO']
+    # asked an LLM: every MICRO and MACRO answer, the degraded ones included
+    assert facts['llm_asked'] == 200 and facts['degraded'] == macro['degraded']
+    assert facts['degraded_share'] == round(macro['degraded'] / 200.0, 5)
+    assert sum(second['llm_asked'] for second in facts['timeline']) == 200
+    assert sum(second['degraded'] for second in facts['timeline']) == facts['degraded']
+    # spread evenly: every second of the window holds about half of its requests for the LLM
+    for second in facts['timeline']:
+        assert abs(second['llm_asked'] - second['sent'] / 2.0) <= 2, facts['timeline']
+    [check] = facts['checks']
+    assert check['name'] == 'max_degraded_share' and check['value'] == facts['degraded_share']
+    assert check['passed'] is (facts['degraded_share'] <= 0.2)
+    text = cl.format_summary(facts)
+    assert 'kind macro' in text and 'LLM asked / degraded' in text
+    plan = cl.plan(config)
+    assert plan['kinds']['micro'] == {'weight': 1, 'planned': 100, 'warmup_planned': 25}
+
+
+def test_without_llm_fields_nothing_asked_an_llm(http_server):
+    server = http_server([('POST', '/judge', judge())])
+    facts = cl.run_load(cl.LoadConfig(server.url, rate=50, duration=0.5), thresholds=cl.Thresholds(max_degraded_share=0))
+    assert (facts['llm_asked'], facts['degraded'], facts['degraded_share']) == (0, 0, 0.0)
+    assert 'kinds' not in facts and facts['passed'] is False
+    assert 'no answer asked an LLM' in facts['threshold_failures'][0]

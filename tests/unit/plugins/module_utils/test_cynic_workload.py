@@ -196,3 +196,114 @@ def test_the_shipped_corpus_loads_and_plans():
     assert len({work.name_of_request(i) for i in range(9000)}) == len(corpus)
     for index in range(0, 9000, 97):
         assert json.loads(work.body(index))['content'].startswith(corpus[work.corpus_index(work.keys[index])]['cell']['content'])
+
+
+def upgrading_judge(server, supersede=True):
+    """Like the node of the LLM tier: the first judgment of a cell is degraded; the next request for
+    it judges again (new id) and, when ``supersede``, names the degraded one in ``supersedes``."""
+    cells = {}
+
+    async def handler(srv, request):
+        doc = json.loads(await request.read())
+        ids = cells.setdefault(doc['content'], [])
+        if len(ids) < 2:
+            ids.append('u-%d' % srv.stats['requests'])
+        answer = {'judgment_id': ids[-1], 'q_score': _score(doc['content']), 'degraded': len(ids) == 1,
+                  'level_used': 'REFLEX' if len(ids) == 1 else 'MICRO',
+                  'supersedes': ids[:-1] if supersede else []}
+        return web.json_response(answer, headers={'X-Instance-ID': 'cynic-1'})
+    return server([('POST', '/judge', handler)]), cells
+
+
+def test_an_upgraded_degraded_judgment_is_not_a_duplicate(http_server):
+    server, cells = upgrading_judge(http_server)
+    facts = _run(server, repeat_share=0.3)
+    dup = facts['duplicates']
+    upgraded = sum(1 for ids in cells.values() if len(ids) == 2)
+    assert upgraded > 20, cells
+    assert dup['upgraded_judgments'] == upgraded and dup['duplicate_judgments'] == 0, dup
+    assert dup['judgments'] == dup['cells_answered'] and dup['cells_judged_more_than_once'] == 0
+    assert facts['passed'] is True, facts['threshold_failures']
+
+    # the same second judgments without supersedes: duplicates, as before
+    server, cells = upgrading_judge(http_server, supersede=False)
+    dup = _run(server, repeat_share=0.3)['duplicates']
+    assert dup['upgraded_judgments'] == 0
+    assert dup['duplicate_judgments'] == sum(1 for ids in cells.values() if len(ids) == 2) > 20, dup
+
+
+def _longest_run(sequence, kind):
+    longest = current = 0
+    for item in sequence:
+        current = current + 1 if item == kind else 0
+        longest = max(longest, current)
+    return longest
+
+
+@pytest.mark.parametrize('weights, total', [
+    ([1, 1], 101), ([3, 1], 400), ([2, 1, 1], 1000), ([0.5, 7, 1.7, 10], 999), ([1, 1, 1], 2), ([5, 3, 2], 7)])
+def test_a_mix_gives_exact_shares_spread_evenly(weights, total):
+    entries = [{'name': 'k%d' % number, 'weight': weight, 'body': {'content': 'x', 'level': 'MICRO'}}
+               for number, weight in enumerate(weights)]
+    mix = cw.Mix(entries, 10, total, 'run-a')
+    sequence = list(mix.kinds_array())
+    warm, measured = sequence[:10], sequence[10:]
+    whole = float(sum(weights))
+    for number, weight in enumerate(weights):
+        # largest remainder: each count within one request of its exact quota, and they add up
+        assert abs(mix.planned[number] - total * weight / whole) < 1
+        assert measured.count(number) == mix.planned[number]
+        assert warm.count(number) == mix.warmup_planned[number]
+        # every prefix of the window holds close to its share: no burst of one kind
+        seen = 0
+        for step, kind in enumerate(measured, 1):
+            seen += kind == number
+            assert abs(seen - mix.planned[number] * step / total) < 2, (number, step)
+    assert sum(mix.planned) == total and sum(mix.warmup_planned) == 10
+    if weights == [1, 1]:
+        assert _longest_run(measured, 0) == _longest_run(measured, 1) == 1
+    if weights == [3, 1]:
+        assert _longest_run(measured, 1) == 1 and _longest_run(measured, 0) == 3
+    # reproducible from the run id
+    assert list(cw.Mix(entries, 10, total, 'run-a').kinds_array()) == sequence
+
+
+def test_ties_are_broken_by_the_seed():
+    entries = [{'name': name, 'weight': 1, 'body': {}} for name in 'abcdefgh']
+    firsts = set(cw.Mix(entries, 0, 8, 'run-%d' % number).kinds_array()[0] for number in range(40))
+    assert len(firsts) > 1  # another run id, another order of the tied kinds
+    assert cw.Mix(entries, 0, 3, 'r', seed=7).planned == cw.Mix(entries, 0, 3, 'other', seed=7).planned
+
+
+@pytest.mark.parametrize('entries, message', [
+    ([], 'non-empty list'),
+    ('micro', 'non-empty list'),
+    ([{'name': 'a', 'weight': 1, 'body': {}}, {'name': 'a', 'weight': 2, 'body': {}}], "name 'a' is used twice"),
+    ([{'name': 'a', 'weight': 0, 'body': {}}], r'mix entry 1 \(a\): weight must be a positive number, got 0'),
+    ([{'name': 'a', 'weight': float('nan'), 'body': {}}], 'weight must be a positive number'),
+    ([{'name': 'a', 'weight': True, 'body': {}}], 'weight must be a positive number'),
+    ([{'name': 'a', 'weight': '2', 'body': {}}], 'weight must be a positive number'),
+    ([{'name': '', 'weight': 1, 'body': {}}], 'needs a name'),
+    ([{'name': 'a', 'weight': 1, 'body': 'text'}], 'body must be an object'),
+    ([{'name': 'a', 'weight': 1, 'body': {}, 'level': 'MICRO'}], r'unknown key\(s\) level'),
+    (['a'], 'must be an object'),
+])
+def test_a_bad_mix_is_refused_with_its_reason(entries, message):
+    with pytest.raises(cw.WorkloadError, match=message):
+        cw.Mix(entries, 0, 10, 'r')
+
+
+def test_mixes_from_the_command_line_forms():
+    base = {'content': 'Test code {i}', 'reality': 'CODE'}
+    kinds = cw.mix_from_specs(['fast=3:REFLEX', 'deep=0.5:MACRO'], base)
+    assert kinds == [{'name': 'fast', 'weight': 3.0, 'body': dict(base, level='REFLEX')},
+                     {'name': 'deep', 'weight': 0.5, 'body': dict(base, level='MACRO')}]
+    assert 'level' not in base
+    for bad in ('fast', 'fast=3', 'fast=x:MICRO', '=1:MICRO', 'fast=1:'):
+        with pytest.raises(cw.WorkloadError, match='NAME=WEIGHT:LEVEL'):
+            cw.mix_from_specs([bad], base)
+    assert cw.load_mix(json.dumps(kinds)) == kinds
+    with pytest.raises(cw.WorkloadError, match='the mix file is not JSON'):
+        cw.load_mix('[{')
+    with pytest.raises(cw.WorkloadError, match='weight must be a positive number'):
+        cw.load_mix('[{"name": "a", "weight": -1, "body": {}}]')

@@ -75,12 +75,13 @@ def surreal_sql(execute, user='root', password=PASSWORD):
 
 
 def fake_engine(records):
-    """Answers exactly the statements that the module sends, from a list of (cell_id, judgment_id)."""
+    """Answers exactly the statements that the module sends, from a list of (cell_id, judgment_id)
+    or (cell_id, judgment_id, supersedes)."""
     grouped = '(SELECT cell_id, count() AS n FROM judgment GROUP BY cell_id)'
 
     async def execute(statement):
         counts = {}
-        for cell, _judgment in records:
+        for cell, *_rest in records:
             counts[cell] = counts.get(cell, 0) + 1
         dupes = sorted((cell, n) for cell, n in counts.items() if n > 1)
         if statement == 'SELECT count() FROM judgment GROUP ALL':
@@ -91,7 +92,9 @@ def fake_engine(records):
             limit = int(statement.rsplit(' ', 1)[1])
             return [{'cell_id': cell, 'copies': n} for cell, n in dupes][:limit]
         if statement == 'SELECT VALUE judgment_id FROM judgment':
-            return [jid for dummy, jid in records]
+            return [record[1] for record in records]
+        if statement == 'SELECT VALUE supersedes FROM judgment':
+            return [record[2] if len(record) > 2 else None for record in records]  # NONE: no such field
         raise ValueError('Parse error: unexpected statement %r' % statement)
     return execute
 
@@ -341,3 +344,92 @@ def _listening(port):
 def test_the_fake_engine_rejects_unknown_statements():
     with pytest.raises(ValueError):
         asyncio.run(fake_engine(RECORDS)('DELETE judgment'))
+
+
+METRICS = """# HELP cynic_llm_calls_total LLM calls by server and outcome.
+# TYPE cynic_llm_calls_total counter
+cynic_llm_calls_total{server="http://127.0.0.1:11434",outcome="ok"} 12
+cynic_llm_calls_total{server="http://a b/{x}",outcome="timeout"} 1.0
+cynic_llm_slot_wait_seconds_total 0.25 1700000000000
+cynic_llm_calls_waiting 0
+cynic_llm_server_up{server="http://127.0.0.1:11434"} NaN
+cynic_judgments_total 99
+cynic_llm_broken{server="unclosed} 3
+process_cpu_seconds_total 4.5
+"""
+
+
+def with_metrics(http_server, metrics_status=200):
+    async def metrics(server, request):  # pylint: disable=unused-argument
+        if metrics_status != 200:
+            return web.Response(status=metrics_status, text='forbidden: not in CYNIC_METRICS_ALLOW')
+        return web.Response(text=METRICS, content_type='text/plain')
+    return http_server([('GET', '/health', health('alive', 'cynic-%d' % metrics_status, 200)),
+                        ('GET', '/metrics', metrics)])
+
+
+def test_the_llm_series_of_every_instance(http_server, run_module, closed_port):
+    open_one = with_metrics(http_server)
+    closed_one = with_metrics(http_server, 403)
+    down = 'http://127.0.0.1:%d' % closed_port
+    result, failed = run_module(cynic_cluster_facts.main, {'instances': [open_one.url, closed_one.url, down]})
+    assert not failed, result
+    first, second, third = result['ansible_facts']['cynic_cluster']['instances']
+    assert first['metrics'] == {
+        'cynic_llm_calls_total{server="http://127.0.0.1:11434",outcome="ok"}': 12,
+        'cynic_llm_calls_total{server="http://a b/{x}",outcome="timeout"}': 1,
+        'cynic_llm_slot_wait_seconds_total': 0.25,
+        'cynic_llm_calls_waiting': 0,
+        'cynic_llm_server_up{server="http://127.0.0.1:11434"}': 'NaN',
+    }
+    assert first['metrics_error'] is None and first['healthy'] is True
+    # a 403 (CYNIC_METRICS_ALLOW) is reported, and the instance is still judged by its health
+    assert second['metrics'] is None and second['metrics_error'].startswith('HTTP 403: forbidden')
+    assert second['healthy'] is True
+    assert third['metrics'] is None and 'not reachable' in third['metrics_error']
+
+    result, dummy = run_module(cynic_cluster_facts.main, {'instances': [open_one.url],
+                                                          'metric_prefixes': ['process_', 'cynic_judgments']})
+    assert result['ansible_facts']['cynic_cluster']['instances'][0]['metrics'] == {
+        'cynic_judgments_total': 99, 'process_cpu_seconds_total': 4.5}
+    requests = open_one.stats['requests']
+    result, dummy = run_module(cynic_cluster_facts.main, {'instances': [open_one.url], 'metric_prefixes': []})
+    item = result['ansible_facts']['cynic_cluster']['instances'][0]
+    assert (item['metrics'], item['metrics_error']) == (None, None)
+    assert open_one.stats['requests'] == requests + 1  # the health only
+    result, failed = run_module(cynic_cluster_facts.main, {'instances': [open_one.url], 'metrics_path': 'metrics'})
+    assert failed and 'metrics_path must start with "/"' in result['msg']
+
+
+def test_superseded_judgments_are_not_missing(http_server, run_module):
+    """j2 was a degraded judgment: the cell was judged again (j2b) and the store kept j2b only."""
+    records = [('c1', 'j1', []), ('c2', 'j2b', ['j2']), ('c3', 'j3')]
+    surreal = http_server([('POST', '/sql', surreal_sql(fake_engine(records)))])
+    args = {'surreal_url': surreal.url, 'surreal_password': PASSWORD, 'judgment_ids': ['j1', 'j2', 'j2b', 'j9']}
+    result, failed = run_module(cynic_cluster_facts.main, args)
+    assert not failed, result
+    facts = result['ansible_facts']['cynic_cluster']
+    assert facts['surreal']['error'] is None, facts['surreal']
+    assert (facts['missing_judgments'], facts['missing_judgment_ids']) == (1, ['j9'])
+    assert facts['superseded_judgments'] == 1 and facts['judgments_checked'] == 4
+    assert _split(surreal.stats['bodies'][0])[4] == 'SELECT VALUE supersedes FROM judgment'
+
+    # without the field, the replaced judgment is missing
+    result, dummy = run_module(cynic_cluster_facts.main, dict(args, superseded_field=''))
+    facts = result['ansible_facts']['cynic_cluster']
+    assert (facts['missing_judgment_ids'], facts['superseded_judgments']) == (['j2', 'j9'], 0)
+    assert len(_split(surreal.stats['bodies'][1])) == 4
+    result, failed = run_module(cynic_cluster_facts.main, dict(args, superseded_field='supersedes; DELETE judgment'))
+    assert failed and 'superseded_field must be a plain SurrealQL identifier' in result['msg']
+    # nothing checked: no 4th or 5th statement, and nothing to say about superseded ones
+    result, dummy = run_module(cynic_cluster_facts.main, {'surreal_url': surreal.url, 'surreal_password': PASSWORD})
+    assert result['ansible_facts']['cynic_cluster']['superseded_judgments'] is None
+    assert len(_split(surreal.stats['bodies'][-1])) == 3
+
+
+def test_prometheus_lines_are_parsed_by_name_and_labels():
+    parsed = cynic_cluster_facts.parse_metrics(METRICS + 'cynic_llm_x{a="q\\"}"} +Inf\ncynic_llm_y 1e3\n',
+                                               ['cynic_llm_'])
+    assert parsed['cynic_llm_x{a="q\\"}"}'] == '+Inf'
+    assert parsed['cynic_llm_y'] == 1000
+    assert not [key for key in parsed if 'broken' in key or key.startswith('process')]

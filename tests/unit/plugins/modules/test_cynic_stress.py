@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import yaml
@@ -172,3 +173,57 @@ def test_bad_arguments_fail(run_module):
     result, failed = run_module(cynic_stress.main, {'url': 'http://127.0.0.1:1',
                                                     'headers': {'X-Trace': 'a\r\nX-Evil: 1'}})
     assert failed and 'header X-Trace' in result['msg'] and 'ansible_facts' not in result
+
+
+async def levelled(server, request):
+    """Answers at the level asked; every third MICRO answer is degraded to REFLEX."""
+    doc = json.loads(await request.read())
+    server.stats['bodies'].append(doc)
+    micro = sum(1 for seen in server.stats['bodies'] if seen.get('level') == 'MICRO')
+    degraded = doc.get('level') == 'MICRO' and micro % 3 == 0
+    return web.json_response({'judgment_id': 'j-%d' % server.stats['requests'], 'q_score': 50.0,
+                              'level_used': 'REFLEX' if degraded else doc.get('level'), 'degraded': degraded,
+                              'llm_calls': 0 if degraded or doc.get('level') == 'REFLEX' else 1, 'supersedes': []})
+
+
+MIX = [{'name': 'reflex', 'weight': 1, 'body': {'content': 'r {i}', 'level': 'REFLEX'}},
+       {'name': 'micro', 'weight': 1, 'body': {'content': 'm {i}', 'level': 'MICRO'}}]
+
+
+def test_a_mix_of_levels_with_a_degraded_share_limit(http_server, run_module):
+    server = http_server([('POST', '/judge', levelled)])
+    args = {'url': server.url, 'rate': 60, 'duration': 1, 'mix': MIX, 'max_degraded_share': 0.5}
+    result, failed = run_module(cynic_stress.main, args)
+    assert not failed, result
+    facts = result['ansible_facts']['cynic_stress']
+    doc = yaml.safe_load(cynic_stress.RETURN)['ansible_facts']
+    assert _undocumented(result['ansible_facts'], doc, '') == []
+    assert facts['kinds']['micro']['planned'] == facts['kinds']['reflex']['planned'] == 30
+    assert facts['llm_asked'] == 30 and facts['degraded'] == facts['kinds']['micro']['degraded'] == 10
+    assert facts['checks'][0]['name'] == 'max_degraded_share' and facts['checks'][0]['value'] == round(10 / 30.0, 5)
+    assert [body['content'] for body in server.stats['bodies'][:2]] in (['r 0', 'm 1'], ['m 0', 'r 1'])
+
+    result, failed = run_module(cynic_stress.main, dict(args, max_degraded_share=0.1))
+    assert failed and 'over max_degraded_share 0.1' in result['msg']
+    assert result['ansible_facts']['cynic_stress']['passed'] is False
+
+    result, failed = run_module(cynic_stress.main, dict(args, _ansible_check_mode=True))
+    assert not failed and result['ansible_facts']['cynic_stress']['kinds']['micro']['planned'] == 30
+
+
+def test_a_mix_is_checked_and_conflicts_are_named(run_module):
+    base = {'url': 'http://127.0.0.1:1', 'mix': MIX, '_ansible_check_mode': True}
+    result, failed = run_module(cynic_stress.main, dict(base, body={'content': 'x'}))
+    assert failed and 'mutually exclusive: mix|body' in result['msg'], result['msg']
+    result, failed = run_module(cynic_stress.main, dict(base, cells=[{'content': 'x'}]))
+    assert failed and 'mutually exclusive: mix|cells' in result['msg'], result['msg']
+    result, failed = run_module(cynic_stress.main, dict(base, mix=[dict(MIX[0], weight=0)]))
+    assert failed and 'mix entry 1 (reflex): weight must be a positive number' in result['msg'], result['msg']
+    result, failed = run_module(cynic_stress.main, dict(base, mix=[{'name': 'a', 'weight': 1}]))
+    assert failed and 'body' in result['msg'], result['msg']
+    result, failed = run_module(cynic_stress.main, dict(base, mix=MIX + [MIX[0]]))
+    assert failed and "the name 'reflex' is used twice" in result['msg']
+    result, failed = run_module(cynic_stress.main, dict(base, method='GET'))
+    assert failed and 'method GET sends none' in result['msg']
+    result, failed = run_module(cynic_stress.main, dict(base, max_degraded_share=2))
+    assert failed and 'max_degraded_share must be between 0 and 1' in result['msg']
