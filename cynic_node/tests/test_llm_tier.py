@@ -180,15 +180,15 @@ def test_the_stand_in_answers_the_schema_with_usable_scores(
 
 
 def test_calls_go_to_the_least_busy_server(start_ollama: Callable[..., OllamaStandin]) -> None:
-    # Calls that overlap (each takes a few tokens' delay) spread; one at a time, all go to the
-    # first server (ties in list order).
+    # Calls that overlap (each takes a few tokens' delay) spread; one at a time, they take turns
+    # (ties go round the list), so uncoordinated instances do not all pile onto the first server.
     a = start_ollama(OLLAMA_STANDIN_TOKEN_DELAY_MS="20", OLLAMA_NUM_PARALLEL="4")
     b = start_ollama(OLLAMA_STANDIN_TOKEN_DELAY_MS="20", OLLAMA_NUM_PARALLEL="4")
 
     async def scenario() -> tuple[list[int], list[int], int]:
         pool = OllamaPool([a.url, b.url], "gemma2:2b", 30.0, max_concurrency=4)
         try:
-            for n in range(3):
+            for n in range(4):
                 assert (await judge(request(f"alone {n}", "MICRO"), pool)).level_used == "MICRO"
             alone = [s.calls["ok"] for s in pool.servers]
             verdicts = await asyncio.gather(
@@ -203,7 +203,7 @@ def test_calls_go_to_the_least_busy_server(start_ollama: Callable[..., OllamaSta
             await pool.aclose()
 
     alone, together, peak = run(scenario())
-    assert alone == [3, 0]
+    assert alone == [2, 2]
     assert sum(together) == 18
     assert peak == 4
     # Four in flight on two servers: neither ever had more than its share when picked.

@@ -3,7 +3,7 @@
 The pool never fails a judgment: a dog whose call does not come back usable is simply absent,
 and the judge falls back to REFLEX when no LLM dog answered. OLLAMA_URL may name several
 servers: each call goes to the least busy one (fewest calls of this process in flight there,
-ties in list order). After a connection failure or a 503 (Ollama's queue is full) a server is
+ties in turn). After a connection failure or a 503 (Ollama's queue is full) a server is
 skipped for a few seconds (a small circuit breaker per server), and the call moves on to the
 next one, so that a dead or saturated Ollama costs requests nothing.
 
@@ -243,6 +243,7 @@ class OllamaPool:
             OllamaServer(url, timeout_s, max_concurrency + 1, transport, breaker_s) for url in urls
         ]
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._next = 0  # where the round of equally busy servers starts
         self.in_flight = 0
         self.peak_in_flight = 0
         self.waiting = 0  # calls waiting for a slot now
@@ -267,9 +268,15 @@ class OllamaPool:
         return [{"url": s.url, "up": s.up, "in_flight": s.in_flight} for s in self.servers]
 
     def _least_busy(self, tried: list[OllamaServer]) -> OllamaServer | None:
-        candidates = [s for s in self.servers if s not in tried and not s.breaker_open]
-        # min() keeps the first of equals: ties go in list order.
-        return min(candidates, key=lambda s: s.in_flight, default=None)
+        # Ties go round the list from the server after the last one picked: instances that each
+        # see only their own calls would otherwise all send their first call to the first server.
+        n = len(self.servers)
+        order = [self.servers[(self._next + k) % n] for k in range(n)]
+        candidates = [s for s in order if s not in tried and not s.breaker_open]
+        picked = min(candidates, key=lambda s: s.in_flight, default=None)  # the first of equals
+        if picked is not None:
+            self._next = (self.servers.index(picked) + 1) % n
+        return picked
 
     async def opinion(
         self,

@@ -13,7 +13,7 @@ UNITS = {
     DATA: ["surrealdb", "ollama"],
     APP1: [f"cynic@{i}" for i in INSTANCES[APP1]],
     APP2: [f"cynic@{i}" for i in INSTANCES[APP2]],
-    LB: ["nginx"],
+    LB: ["nginx", "ollama"],  # the second Ollama
 }
 
 
@@ -59,6 +59,7 @@ def test_surrealdb_and_ollama_listen_only_on_the_private_address(cluster):
     data = cluster[DATA]
     assert listeners(data, 8000) == {ADDRESS[DATA]}
     assert listeners(data, 11434) == {ADDRESS[DATA]}
+    assert listeners(cluster[LB], 11434) == {ADDRESS[LB]}
     # Reachable from an app host at that address, not on the data host's loopback.
     app = cluster[APP1]
     assert app.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {SURREAL_CA[APP1]} {SURREAL}/health") == "200"
@@ -84,7 +85,8 @@ def test_instances_use_the_data_hosts_private_address(cluster):
         assert f'SURREAL_URL="wss://{ADDRESS[DATA]}:8000/rpc"' in env
         assert 'SURREAL_CA_FILE="/etc/cynic/surreal-ca.pem"' in env
         assert 'SURREAL_AUTH_LEVEL="database"' in env and 'SURREAL_USER="cynic"' in env
-        assert f'OLLAMA_URL="http://{ADDRESS[DATA]}:11434"' in env
+        # Both Ollama servers, in inventory order (molecule lists the hosts by name: data before lb).
+        assert f'OLLAMA_URL="http://{ADDRESS[DATA]}:11434,http://{ADDRESS[LB]}:11434"' in env
         unit = cluster[name].file("/etc/systemd/system/cynic@.service").content_string
         assert f"--forwarded-allow-ips={ADDRESS[LB]}" in unit
 

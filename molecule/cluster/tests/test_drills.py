@@ -83,3 +83,18 @@ def test_kill_surrealdb(run_drill, secret, cluster):
     assert summary["judgments_answered_200"] >= summary["planned"] - summary["max_503"]
     assert "500" not in summary["status_codes"]
     assert secret not in result.stdout
+
+
+def test_stop_one_ollama_under_mixed_load(run_drill, secret):
+    # 1 in 300 MICRO at 150 req/s; the lb host's Ollama (the last of cynic_llm) stopped for 20 s.
+    result, summary = run_drill("stop_ollama")
+    record("stop_ollama", summary)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert summary["status_codes"] == {"200": summary["planned"]}  # no 500, nothing lost on the way
+    assert summary["kinds"]["micro"]["planned"] == summary["planned"] // 300
+    assert summary["llm_asked"] >= summary["kinds"]["micro"]["ok"] > 0
+    assert summary["judgments_lost"] == 0 and summary["duplicate_cells"] == 0
+    assert summary["degraded_share_before"] < summary["degraded_share_stopped"]
+    assert summary["degraded_share_tail"] < summary["degraded_share_stopped"]
+    assert summary["calls_to_it_after_restart"] > 0  # the instances came back to it
+    assert secret not in result.stdout

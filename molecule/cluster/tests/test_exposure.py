@@ -66,6 +66,7 @@ def test_a_client_reaches_nginx_and_nothing_else(cluster):
 NEEDS = {
     (ADDRESS[DATA], 8000): set(APPS),  # SurrealDB: the instances
     (ADDRESS[DATA], 11434): set(APPS),  # Ollama: the instances
+    (ADDRESS[LB], 11434): set(APPS),  # the second Ollama: the instances
     **{(ADDRESS[app], port): {LB} for app in APPS for port in INSTANCES[app].values()},  # instances: nginx
 }
 

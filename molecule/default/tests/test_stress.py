@@ -20,6 +20,9 @@ MIN_SHARE = 0.25
 REPORT_DIR = REPO / "reports" / "molecule-default"
 REPORT_FILES = ("stress-facts.json", "stress-report.md", "stress-latency.png")
 JOURNAL = "/var/lib/cynic/judgments.jsonl"
+# The LLM tier's run after the others: 10 % MICRO at 10 req/s for 10 s.
+MIX = {"stress_mix": [{"name": "reflex", "weight": 9, "level": "REFLEX"}, {"name": "micro", "weight": 1, "level": "MICRO"}],
+       "stress_mix_rate": 10, "stress_mix_duration": 10, "stress_max_degraded_share": 0.5}
 
 
 def journal_lines(host) -> int:
@@ -50,6 +53,7 @@ def stress():
         "playbooks/stress.yml",
         "-e", f"stress_rate={RATE}", "-e", f"stress_duration={DURATION}",
         "-e", f"stress_report_dir={REPORT_DIR}",
+        "-e", json.dumps(MIX),
     )
     facts_file = REPORT_DIR / "stress-facts.json"
     assert facts_file.exists(), result.stdout[-5000:]
@@ -152,3 +156,21 @@ def test_the_report_and_the_plot_exist(stress):
     assert "stress-latency.png" in report
     png = (REPORT_DIR / "stress-latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+
+
+def test_the_llm_tier_run_reports_kinds_degraded_share_and_queue(stress):
+    facts, _output = stress
+    mix = facts["mix_run"]
+    assert mix["kinds"]["micro"]["planned"] == mix["planned"] // 10 > 0
+    assert mix["kinds"]["micro"]["level_used"].get("MICRO", 0) + mix["kinds"]["micro"]["degraded"] == mix["kinds"]["micro"]["ok"]
+    assert mix["kinds"]["reflex"]["level_used"] == {"REFLEX": mix["kinds"]["reflex"]["ok"]}
+    assert mix["llm_asked"] == mix["kinds"]["micro"]["ok"] and 0 <= mix["degraded_share"] <= 0.5
+    item = next(i for i in facts["checklist"] if i["key"] == "degraded_share")
+    assert item["passed"], item
+    # Every instance's LLM queue was read (this host is in cynic_metrics_allow by default: loopback).
+    assert len(facts["llm_metrics"]) == INSTANCES
+    assert all("cynic_llm_calls_waiting{" in " ".join(i["metrics"]) for i in facts["llm_metrics"]), facts["llm_metrics"]
+    report = (REPORT_DIR / "stress-report.md").read_text()
+    section = report.split("## The LLM tier", 1)[1].split("\n## ", 1)[0]
+    assert "| micro | %d |" % mix["kinds"]["micro"]["planned"] in section, section
+    assert "Degraded share: %s" % mix["degraded_share"] in section, section
