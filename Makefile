@@ -189,7 +189,9 @@ bench-journal: setup
 	mkdir -p reports
 	$(PY) cynic_node/bench/bench_journal.py --out reports/bench-journal.md
 
-# Capacity of the lab cluster: ramps the rate until p99 > 100 ms, an error or a drop; writes reports/bench-cluster.md.
+# Capacity of the lab cluster: ramps the rate until p99 > 100 ms, an error or a drop; then the LLM tier with one and
+# two Ollama servers (90 % REFLEX / 10 % MICRO, a second container cynic-lab-llm2 for the run; scripts/bench.py
+# --skip-llm leaves it out); writes reports/bench-cluster.md.
 .PHONY: bench
 bench: lab
 	$(PY) scripts/bench.py --out reports/bench-cluster.md

@@ -119,6 +119,8 @@ class Lab:
     timeout_s: float = 5.0
     # Called before and after each step; what it returns is kept in the step's record (CPU counters).
     probe: Callable[[], dict[str, Any]] | None = None
+    # With a mix that asks an LLM: the largest share of degraded answers a step may have (None: not checked).
+    max_degraded_share: float | None = None
 
     def dexec(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         return run(["docker", "exec", self.container, *args], timeout=timeout, check=check,
@@ -203,6 +205,10 @@ class Lab:
             reasons.append(f"p99 of the 2xx answers {fmt(p99_ok)} ms > {limit:g} ms")
         if facts["rate_ratio"] < MIN_RATE_RATIO:
             reasons.append(f"generator sent {facts['achieved_rate']:.0f} req/s, under {MIN_RATE_RATIO:.0%} of the target")
+        share = facts.get("degraded_share") or 0.0
+        if self.max_degraded_share is not None and share > self.max_degraded_share:
+            reasons.append(f"degraded share {share:.1%} > {self.max_degraded_share:.1%} ({facts.get('degraded')} of "
+                           f"{facts.get('llm_asked')} answers that asked an LLM)")
         lag = facts["scheduler_lag_ms"]["p99"]
         if reasons and lag is not None and lag > SATURATION_LAG_MS:
             reasons.append(f"the generator lagged too (scheduler lag p99 {lag:.0f} ms)")
@@ -212,7 +218,8 @@ class Lab:
         target.steps.append(record)
         log(f"  {target.key:<14} {rate:>5} req/s: sent {facts['sent']}, errors {facts['errors']}, dropped "
             f"{facts['dropped']}, p50 {facts['latency_ms']['intended']['p50']} ms, p99 {p99} ms (2xx {p99_ok} ms), "
-            f"lag p99 {facts['scheduler_lag_ms']['p99']} ms -> {'pass' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
+            f"lag p99 {facts['scheduler_lag_ms']['p99']} ms{degraded_note(facts)} -> "
+            f"{'pass' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
         return record
 
     def holds(self, target: Target, rate: int, duration: float, warmup: float) -> bool:
@@ -260,6 +267,13 @@ class Lab:
             else:
                 hi = mid
         target.best, target.first_fail = lo, hi
+
+
+def degraded_note(facts: dict[str, Any]) -> str:
+    """For the step's log line: the degraded share, when the step asked an LLM."""
+    if not facts.get("llm_asked") and not facts.get("kinds"):
+        return ""
+    return f", degraded {facts.get('degraded', 0)}/{facts.get('llm_asked', 0)}"
 
 
 def add_ramp_arguments(parser: argparse.ArgumentParser, duration: float, warmup: float, factor: float) -> None:

@@ -94,7 +94,8 @@ def stress(tmp_path, http_server):
         async def sql(server, request):
             statements = (await request.text()).rstrip(';').split(';\n')
             stored = cluster.stored()
-            results = [[{'count': len(stored)}], [], []] + ([stored] if len(statements) == 4 else [])
+            # count, cells stored twice, examples; with ids to check: the ids, and what each record supersedes
+            results = [[{'count': len(stored)}], [], []] + ([stored, [[] for _ in stored]] if len(statements) == 5 else [])
             return aiohttp_web.json_response([{'status': 'OK', 'result': r} for r in results])
 
         instances = [http_server([('POST', '/judge', judge_as(name)), ('GET', '/health', health_of(name))])
