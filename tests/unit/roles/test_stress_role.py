@@ -95,7 +95,7 @@ def stress(tmp_path, http_server):
             statements = (await request.text()).rstrip(';').split(';\n')
             stored = cluster.stored()
             # count, cells stored twice, examples; with ids to check: the ids, and what each record supersedes
-            results = [[{'count': len(stored)}], [], []] + ([stored, [[] for _ in stored]] if len(statements) == 5 else [])
+            results = [[{'count': len(stored)}], [], []] + ([stored, [[]] * len(stored)] if len(statements) == 5 else [])
             return aiohttp_web.json_response([{'status': 'OK', 'result': r} for r in results])
 
         instances = [http_server([('POST', '/judge', judge_as(name)), ('GET', '/health', health_of(name))])
