@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "module_utils"))
 from benchlib import (  # noqa: E402  (after the path it needs)
     ENGINE_DIR,
     LOADGEN_PY,
@@ -74,6 +75,7 @@ from benchlib import (  # noqa: E402  (after the path it needs)
     save_report,
     steps_table,
 )
+from cynic_workload import mix_from_specs  # noqa: E402  (standard library only, like the engine's CLI)
 
 INVENTORY = ROOT / "inventories" / "lab"
 LAB = Lab(container="cynic-lab", p99_limit_ms=100.0)
@@ -112,22 +114,13 @@ GAUGES = ("cynic_llm_calls_in_flight", "cynic_llm_calls_waiting", "cynic_llm_ser
 
 
 def parse_llm_mix(text: str) -> list[tuple[str, float, str]]:
-    """`NAME=WEIGHT:LEVEL,...` as (name, weight, level), checked; at least one kind must ask an LLM."""
-    kinds: list[tuple[str, float, str]] = []
-    for spec in (part.strip() for part in text.split(",")):
-        name, _eq, rest = spec.partition("=")
-        weight, _colon, level = rest.partition(":")
-        try:
-            value = float(weight)
-        except ValueError:
-            value = math.nan
-        if not name or not level or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"a mix kind is NAME=WEIGHT:LEVEL with a positive weight (micro=10:MICRO), got {spec!r}")
-        if level.upper() not in LEVELS:
+    """`NAME=WEIGHT:LEVEL,...` as (name, weight, level), checked; at least one kind must ask an LLM.
+    The spec and its names and weights are the load engine's own (cynic_workload.mix_from_specs)."""
+    kinds = [(k["name"], float(k["weight"]), k["body"]["level"].upper())
+             for k in mix_from_specs([part.strip() for part in text.split(",")], {})]
+    for name, _weight, level in kinds:
+        if level not in LEVELS:
             raise ValueError(f"mix kind {name!r}: the level must be one of {', '.join(LEVELS)}, got {level!r}")
-        if name in (k[0] for k in kinds):
-            raise ValueError(f"mix kind {name!r} is given twice")
-        kinds.append((name, value, level.upper()))
     if not any(LLM_CALLS_PER_LEVEL[level] for _n, _w, level in kinds):
         raise ValueError(f"the mix {text!r} asks no LLM: give a MICRO or MACRO kind")
     return kinds
