@@ -8,9 +8,11 @@ from conftest import INSTANCES, UPSTREAMS, record, run_playbook
 
 # The kernel judges in 20-45 ms on one core and holds about 30 req/s per instance here, where our node
 # holds 800: the drill's own 150 req/s would measure the CPU, not the roll. An instance takes several
-# seconds to start (it imports numpy, scipy, scikit-learn, z3), hence the longer time per instance.
+# seconds to start (it imports numpy, scipy, scikit-learn, z3), hence the longer time per instance. 25 s an
+# instance left the roll longer than the load on a 2-core CI machine (147.1 s and 170.2 s of update in a 145 s
+# window, two runs of 2026-12-03): the drill failed for want of load, not for a failed request.
 RATE = 15
-S_PER_INSTANCE = 25
+S_PER_INSTANCE = 35
 
 
 def test_rolling_update_under_load(tmp_path, hostvars):
