@@ -62,6 +62,25 @@ class Cluster(object):
         return ids[self.lose:]
 
 
+def failure_summary(output):
+    """A failed play's output, its long module results shortened: what broke, not 100 KB of corpus."""
+    lines = []
+    for line in output.splitlines():
+        head, sep, result = line.partition(' => ')
+        if sep and head.startswith('fatal:'):
+            try:
+                result = json.loads(result)
+            except ValueError:
+                pass
+            else:
+                stdout = result.pop('module_stdout', None)
+                if stdout is not None:
+                    result['module_stdout'] = '%d characters: %r ... %r' % (len(stdout), stdout[:300], stdout[-300:])
+                line = '%s => %s' % (head, json.dumps(result, indent=1))
+        lines.append(line if len(line) < 3000 else line[:1500] + ' ... ' + line[-1500:])
+    return '\n'.join(lines)[-8000:]
+
+
 def q_score(content):
     """The same text scores the same with any marker: 0 to 99 from its characters."""
     return float(sum(map(ord, content.split(MARKER)[0])) % 100)
@@ -116,7 +135,7 @@ def stress(tmp_path, http_server):
             capture_output=True, text=True, cwd=tmp_path, env=env, check=False, timeout=600)
         output = proc.stdout + proc.stderr
         facts_file = tmp_path / 'reports' / 'stress-facts.json'
-        assert facts_file.exists(), output[-5000:]
+        assert facts_file.exists(), failure_summary(output)
         return proc.returncode, output, json.loads(facts_file.read_text()), cluster
 
     return start
