@@ -131,8 +131,19 @@ $(NGINX_ROOT)/usr/sbin/nginx:
 	for deb in $(NGINX_ROOT)/debs/*.deb; do dpkg-deb -x "$$deb" $(NGINX_ROOT); done
 
 .PHONY: unit
-unit: venv $(NGINX_ROOT)/usr/sbin/nginx
-	NGINX_BIN=$(CURDIR)/$(NGINX_ROOT)/usr/sbin/nginx $(PY) -m pytest -q tests/unit tests/standins cynic_node/tests
+# One worker per CPU, except for the tests that compare timings measured in one run (a latency
+# ratio, a kept rate, overlapping LLM calls): another worker's load would skew one side of the
+# comparison, so they run alone, after the rest.
+# The firewall tests run nftables in containers of the lab images (without them they skip).
+UNIT_WORKERS ?= auto
+TIMED_TESTS := cynic_node/tests/test_ws_flood.py cynic_node/tests/test_linear_time.py cynic_node/tests/test_scoring.py \
+               cynic_node/tests/test_llm_tier.py tests/unit/plugins/module_utils/test_cynic_load.py \
+               tests/standins/ollama/test_serving.py
+PYTEST_UNIT := NGINX_BIN=$(CURDIR)/$(NGINX_ROOT)/usr/sbin/nginx $(PY) -m pytest -q
+unit: venv image $(NGINX_ROOT)/usr/sbin/nginx
+	$(PYTEST_UNIT) -n $(UNIT_WORKERS) --durations=15 $(addprefix --ignore=,$(TIMED_TESTS)) \
+	  tests/unit tests/standins cynic_node/tests
+	$(PYTEST_UNIT) $(TIMED_TESTS)
 
 .PHONY: galaxy
 # Build the collection and install the tarball offline into an empty path (not the checkout's link),
@@ -155,7 +166,11 @@ galaxy: venv
 SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 .PHONY: molecule
 molecule: setup
-	@for s in $(SCENARIOS); do echo "==> molecule test -s $$s"; $(BIN)/molecule test -s $$s || exit 1; done
+	@for s in $(SCENARIOS); do \
+	  echo "==> molecule test -s $$s"; start=$$(date +%s); \
+	  $(BIN)/molecule test -s $$s || exit 1; \
+	  echo "==> molecule test -s $$s passed in $$(( $$(date +%s) - start )) s"; \
+	done
 
 .PHONY: test
 test: lint sanity unit galaxy molecule
