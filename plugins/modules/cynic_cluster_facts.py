@@ -296,6 +296,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
 from ansible_collections.cynic.cluster.plugins.module_utils.cynic_module_args import http_client_spec
+from ansible_collections.cynic.cluster.plugins.module_utils.cynic_stdout import whole_results
 
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 _HEALTH_FIELDS = ('status', 'instance_id', 'version', 'uptime_s', 'storage', 'llm', 'judgments_total')
@@ -545,6 +546,7 @@ def argument_spec():
 
 
 def main():
+    whole_results()  # the judgment ids it may return run to megabytes
     module = AnsibleModule(
         argument_spec=argument_spec(),
         mutually_exclusive=[('instances', 'ports')],

@@ -755,9 +755,6 @@ ansible_facts:
           returned: when not in check mode
 '''
 
-import os
-import sys
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.cynic.cluster.plugins.module_utils.cynic_load import (
     AIOHTTP_IMPORT_ERROR,
@@ -770,6 +767,7 @@ from ansible_collections.cynic.cluster.plugins.module_utils.cynic_load import (
     run_load,
 )
 from ansible_collections.cynic.cluster.plugins.module_utils.cynic_module_args import http_client_spec
+from ansible_collections.cynic.cluster.plugins.module_utils.cynic_stdout import whole_results
 
 THRESHOLD_KEYS = ('min_rate_ratio', 'max_error_rate', 'max_p95_ms', 'max_p99_ms', 'expected_instances',
                   'min_instance_share', 'q_score_min', 'q_score_max', 'fail_if_saturated', 'max_duplicate_judgments',
@@ -821,21 +819,8 @@ def argument_spec():
     return spec
 
 
-def _blocking_stdout():
-    """Make standard output blocking again before the result is printed.
-
-    The result echoes the corpus (``invocation``) and is larger than a pipe's 64 KiB: on a
-    non-blocking descriptor a write that fills the pipe stops short and Ansible reads JSON cut off.
-    CI once reported exactly that ('No end of json char found', the output cut inside the corpus);
-    nothing here is known to set O_NONBLOCK, so this only rules the cause out.
-    """
-    try:
-        os.set_blocking(sys.stdout.fileno(), True)
-    except (AttributeError, OSError, ValueError):  # no real descriptor (a test's captured stdout)
-        pass
-
-
 def main():
+    whole_results()  # the result echoes the corpus: far over a pipe's 64 KiB
     # A mix gives every request its body: a body or a corpus beside it would be silently ignored.
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            mutually_exclusive=[('mix', 'body'), ('mix', 'cells')])
@@ -868,9 +853,7 @@ def main():
     try:
         facts = run_load(config, thresholds=thresholds)
     except LoadError as exc:
-        _blocking_stdout()
         module.fail_json(msg=str(exc))
-    _blocking_stdout()
 
     failures = facts['threshold_failures']
     if failures and params['fail_on_thresholds']:
