@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import pytest
-
 from ansible_collections.cynic.cluster.plugins.module_utils import cynic_stdout
 
 RESULT_CHARS = 200000
